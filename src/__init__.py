@@ -1,0 +1,1 @@
+"""SSD detectors for MindSpore: shared geometry, data, networks, training and evaluation."""

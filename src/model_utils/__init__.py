@@ -1,0 +1,1 @@
+"""Configuration, device and platform helpers shared by the entry scripts."""
