@@ -1,0 +1,532 @@
+"""YAML configuration: one ``Config`` per run, built from a file plus type-checked overrides.
+
+A config file holds up to three YAML documents: the values, one help line per key, and the
+allowed values of some keys. ``load_config`` (library code, tests) and ``parse_args`` (entry
+scripts) both go through the same validation, so a typo in a key or a value of the wrong type
+fails at start-up with one message instead of hours into a run. Nothing happens at import time:
+the module holds no config object and never looks at ``sys.argv`` unless ``parse_args`` is called.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import pprint
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NoReturn, Sequence
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "ssd300_config.yaml"
+_CHOICES_DOC_TITLE = "allowed values"
+
+
+class ConfigError(ValueError):
+    """A config file, override or command-line value that cannot be used; the message says the fix."""
+
+
+class MissingKeyError(AttributeError, KeyError):
+    """A key the code asks for is not in the config (an AttributeError, so ``getattr(cfg, k, default)`` works)."""
+
+    def __str__(self) -> str:
+        # KeyError would print the message in quotes.
+        return str(self.args[0])
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-5`` as a float and refuses duplicate keys.
+
+    PyYAML follows YAML 1.1, where ``1e-5`` (no dot) is a string, and keeps the last of two equal
+    keys silently; both hide mistakes in hand-written configs.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key_node.value}' (remove one of them)", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+class Config:
+    """Attribute access to a run's settings (``config.img_shape``); nested mappings become Configs.
+
+    The object remembers the file it came from so that asking for a key the file lacks names the
+    file and the fix. Attributes can be assigned (entry scripts record e.g. the rank).
+    """
+
+    def __init__(self, values: Mapping[str, Any], help_text: Mapping[str, str] | None = None,
+                 source: str = "<in-memory config>") -> None:
+        _check_key_names(values, source)
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_help", dict(help_text or {}))
+        object.__setattr__(self, "_values", {key: self._wrap(key, value) for key, value in values.items()})
+
+    def _wrap(self, key: str, value: Any) -> Any:
+        if isinstance(value, Config):
+            value = value.to_dict()
+        if isinstance(value, Mapping):
+            return Config(value, source=f"{self._source} (under '{key}')")
+        return copy.deepcopy(value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails; private names must fail plainly (pickle/copy probe them).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise self._missing(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _check_key_names({name: value}, self._source)
+        self._values[name] = self._wrap(name, value)
+
+    def _missing(self, name: str) -> MissingKeyError:
+        close = difflib.get_close_matches(name, list(self._values), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return MissingKeyError(
+            f"config key '{name}' is missing from {self._source}{hint}; add a line '{name}: <value>' to that "
+            f"file ({_display_path(DEFAULT_CONFIG_PATH)} lists every key with its default and help)")
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._values))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when the file does not define it."""
+        return self._values.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain (deep-copied) dict of all keys, nested Configs included, in file order."""
+        return {key: value.to_dict() if isinstance(value, Config) else copy.deepcopy(value)
+                for key, value in self._values.items()}
+
+    def help(self, key: str) -> str:
+        """The help line of ``key`` from the file's second document ("" if the file gives none)."""
+        if key not in self._values:
+            raise self._missing(key)
+        return self._help.get(key, "")
+
+    def __repr__(self) -> str:
+        lines = [f"Config from {self._source}:"]
+        for key, value in self.to_dict().items():
+            text = pprint.pformat(value, width=100, compact=True, sort_dicts=False)
+            lines.append(f"  {key}: " + text.replace("\n", "\n    "))
+        return "\n".join(lines)
+
+
+_RESERVED_NAMES = frozenset(name for name in dir(Config) if not name.startswith("_"))
+
+
+def _check_key_names(values: Mapping[Any, Any], source: str) -> None:
+    """Keys must be usable as attributes and as ``--key`` flags, and must not hide Config's methods."""
+    for key in values:
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise ConfigError(f"{source}: {key!r} cannot be a config key; use a name made of letters, digits "
+                              "and '_' that does not start with '_' or a digit")
+        if key in _RESERVED_NAMES:
+            raise ConfigError(f"{source}: '{key}' cannot be a config key because it is a Config method; rename it")
+
+
+@dataclass(frozen=True)
+class _ConfigFile:
+    """The three documents of one YAML config file, checked for shape but not yet overridden."""
+
+    path: Path
+    values: dict[str, Any]
+    help: dict[str, str]
+    choices: dict[str, list]
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_path(path: str | Path) -> Path:
+    """The file itself, or for a relative path not found from the working directory, the repo's copy."""
+    candidate = Path(path).expanduser()
+    if candidate.is_file():
+        return candidate
+    if not candidate.is_absolute() and (REPO_ROOT / candidate).is_file():
+        return REPO_ROOT / candidate
+    raise ConfigError(f"config file {candidate} not found (also looked under {REPO_ROOT}); pass an existing YAML "
+                      f"file, e.g. --config_path {_display_path(DEFAULT_CONFIG_PATH)}")
+
+
+def _read_config_file(path: str | Path) -> _ConfigFile:
+    resolved = _resolve_path(path)
+    try:
+        with open(resolved, encoding="utf-8") as stream:
+            documents = list(yaml.load_all(stream, Loader=_YamlLoader))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{resolved} is not valid YAML: {err}") from err
+    if not 1 <= len(documents) <= 3:
+        raise ConfigError(f"{resolved} has {len(documents)} YAML documents; expected 1 to 3 separated by '---' "
+                          "(values, help lines, allowed values)")
+    documents += [None] * (3 - len(documents))
+    values = _mapping_document(documents[0], resolved, "values", allow_empty=False)
+    help_doc = _mapping_document(documents[1], resolved, "help lines", allow_empty=True)
+    choices = _mapping_document(documents[2], resolved, _CHOICES_DOC_TITLE, allow_empty=True)
+    config_file = _ConfigFile(resolved, values, {key: str(text) for key, text in help_doc.items()}, choices)
+    _check_choices_document(config_file)
+    return config_file
+
+
+def _mapping_document(document: Any, path: Path, title: str, allow_empty: bool) -> dict:
+    if document is None and allow_empty:
+        return {}
+    if not isinstance(document, dict) or not document:
+        raise ConfigError(f"{path}: the {title} document must be a non-empty 'key: value' mapping, "
+                          f"got {type(document).__name__}")
+    _check_key_names(document, f"{path} ({title} document)")
+    return document
+
+
+def _check_choices_document(config_file: _ConfigFile) -> None:
+    """Every choices entry must name a real key, be a non-empty list and admit the file's own value."""
+    where = f"{config_file.path} ({_CHOICES_DOC_TITLE} document)"
+    for key, allowed in config_file.choices.items():
+        if key not in config_file.values:
+            raise ConfigError(f"{where}: '{key}' is not a key of the values document; "
+                              f"the closest key is '{_closest_key(key, config_file.values)}'")
+        if not isinstance(allowed, list) or not allowed:
+            raise ConfigError(f"{where}: '{key}' must map to a non-empty list of allowed values")
+        _check_choice(key, config_file.values[key], config_file, str(config_file.path))
+
+
+def _check_choice(key: str, value: Any, config_file: _ConfigFile, where: str) -> None:
+    allowed = config_file.choices.get(key)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{where}: {value!r} is not an allowed value of {key}; choose one of {allowed}")
+
+
+def _closest_key(key: str, keys: Sequence[str] | Mapping[str, Any]) -> str:
+    return difflib.get_close_matches(key, list(keys), n=1, cutoff=0.0)[0]
+
+
+# ---- type checking of overrides -------------------------------------------------------------------
+
+def _describe(default: Any) -> str:
+    if isinstance(default, bool):
+        return "True or False"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, list):
+        return f"a list like {_short_repr(default)}"
+    if isinstance(default, dict):
+        return "a mapping like {key: value}"
+    return f"a {type(default).__name__}"
+
+
+def _type_error(where: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """``value`` in the type of ``default`` (int -> float allowed), or a ConfigError naming ``where``."""
+    if default is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)):
+            return float(value)
+    elif isinstance(default, list):
+        return _coerce_list(value, default, where)
+    elif isinstance(default, dict):
+        return _coerce_dict(value, default, where)
+    elif isinstance(value, type(default)):
+        return value
+    raise _type_error(where, _describe(default), value)
+
+
+def _coerce_list(value: Any, default: list, where: str) -> list:
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise _type_error(where, _describe(default), value)
+    if not default:
+        return copy.deepcopy(value)
+    templates = _element_templates(default)
+    return [_coerce_element(item, templates, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def _element_templates(default: list) -> list:
+    """One example per element type of a list default; nested lists are pooled, so that
+    ``[[], [2, 3]]`` still means 'lists of integers'."""
+    templates: dict[type, Any] = {}
+    pooled: list = []
+    for item in default:
+        if isinstance(item, list):
+            pooled.extend(item)
+            templates.setdefault(list, pooled)
+        else:
+            templates.setdefault(type(item), item)
+    return list(templates.values())
+
+
+def _coerce_element(item: Any, templates: list, where: str) -> Any:
+    if len(templates) == 1:
+        return _coerce(item, templates[0], where)  # its error names the innermost bad element
+    # An exact type match first, so that 2 stays an int in a list that mixes ints and floats.
+    ordered = sorted(templates, key=lambda template: type(template) is not type(item))
+    for template in ordered:
+        try:
+            return _coerce(item, template, where)
+        except ConfigError:
+            continue
+    raise _type_error(where, " or ".join(_describe(template) for template in ordered), item)
+
+
+def _coerce_dict(value: Any, default: dict, where: str) -> dict:
+    """A mapping override updates the default's entries; each given entry is checked like a key."""
+    if not isinstance(value, dict):
+        raise _type_error(where, _describe(default), value)
+    merged = copy.deepcopy(default)
+    for key, item in value.items():
+        if key not in default:
+            raise ConfigError(f"{where}: unknown entry {key!r}; the closest valid entry is "
+                              f"{_closest_key(str(key), [str(k) for k in default])!r}")
+        merged[key] = _coerce(item, default[key], f"{where}.{key}")
+    return merged
+
+
+def _unknown_key(key: str, config_file: _ConfigFile, flag: bool) -> ConfigError:
+    prefix = "--" if flag else ""
+    return ConfigError(f"unknown key {prefix}{key} (not in {_display_path(config_file.path)}); the closest valid "
+                       f"key is {prefix}{_closest_key(key, config_file.values)}")
+
+
+def _validated_override(key: str, value: Any, config_file: _ConfigFile, where: str) -> Any:
+    if key not in config_file.values:
+        raise _unknown_key(key, config_file, flag=False)
+    value = _coerce(value, config_file.values[key], where)
+    _check_choice(key, value, config_file, where)
+    return value
+
+
+# ---- building the Config ----------------------------------------------------------------------------
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The configuration in ``path`` with ``overrides`` applied and ``num_ssd_boxes`` derived.
+
+    Overrides are checked exactly like command-line values: the key must exist in the file, the
+    value must have the file value's type (an int may stand in for a float) and be an allowed value.
+    A relative ``path`` not found from the working directory is looked up in the repository.
+    """
+    config_file = _read_config_file(path)
+    checked = {key: _validated_override(key, value, config_file, f"overrides[{key!r}]")
+               for key, value in (overrides or {}).items()}
+    return _build_config(config_file, checked)
+
+
+def _build_config(config_file: _ConfigFile, checked_overrides: Mapping[str, Any]) -> Config:
+    """The file's values with the (already validated) overrides, checked and with num_ssd_boxes derived.
+
+    A num_ssd_boxes written in the file is checked against the file's own anchor keys, and one
+    given as an override against the final keys: overriding e.g. feature_size re-derives the count
+    instead of clashing with the number the file wrote for its own anchors.
+    """
+    file_context = _display_path(config_file.path)
+    config = Config({**config_file.values, **checked_overrides}, config_file.help, str(config_file.path))
+    context = file_context
+    if checked_overrides:
+        context += " with overrides of " + ", ".join(checked_overrides)
+    _check_class_count(config, context)
+    derived = _count_default_boxes(config, context)
+    if "num_ssd_boxes" in checked_overrides:
+        _check_stated_box_count(checked_overrides["num_ssd_boxes"], derived, context)
+    elif config_file.values.get("num_ssd_boxes", -1) != -1:
+        file_count = derived
+        if checked_overrides:
+            file_count = _count_default_boxes(Config(config_file.values, source=str(config_file.path)), file_context)
+        _check_stated_box_count(config_file.values["num_ssd_boxes"], file_count, file_context)
+    config.num_ssd_boxes = derived
+    return config
+
+
+def _check_class_count(config: Config, context: str) -> None:
+    """num_classes sizes the network and classes maps names to labels: they must describe the same set."""
+    if "classes" in config and "num_classes" in config and len(config.classes) != config.num_classes:
+        raise ConfigError(f"{context}: num_classes is {config.num_classes} but classes lists "
+                          f"{len(config.classes)} names; make num_classes equal len(classes) (background included)")
+
+
+def _count_default_boxes(config: Config, context: str) -> int:
+    # Imported here so the config layer loads (and its tests run) without the geometry module.
+    from src.anchor_generator import count_default_boxes
+
+    try:
+        return count_default_boxes(config)
+    except ValueError as err:
+        raise ConfigError(f"{context}: the default-box keys do not fit together: {err}") from err
+
+
+def _check_stated_box_count(stated: Any, derived: int, context: str) -> None:
+    if stated != -1 and (isinstance(stated, bool) or stated != derived):
+        raise ConfigError(
+            f"{context}: num_ssd_boxes is {stated!r} but img_shape, steps, feature_size, num_default and "
+            f"aspect_ratios give {derived} default boxes; set num_ssd_boxes to -1 (derived automatically) "
+            f"or to {derived}")
+
+
+# ---- command line -----------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None = None, default_config_path: str | Path = DEFAULT_CONFIG_PATH,
+               description: str = "") -> Config:
+    """The entry scripts' Config: ``--config_path`` picks the file, ``--key value`` overrides any key.
+
+    ``argv`` defaults to ``sys.argv[1:]``. ``--help`` prints every key with its help line and
+    default, then exits 0; a bad option prints one error line and exits 2.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "ssd"
+    try:
+        pairs = _pair_tokens(args)
+        config_path = default_config_path
+        for key, raw in pairs:
+            if key == "config_path":
+                config_path = _require_value(key, raw)
+        config_file = _read_config_file(config_path)
+        if any(key == "help" for key, _ in pairs):
+            print(_help_text(config_file, prog, description))
+            sys.exit(0)
+        overrides = {key: _cli_value(key, raw, config_file) for key, raw in pairs if key != "config_path"}
+        return _build_config(config_file, overrides)
+    except (ConfigError, MissingKeyError) as err:
+        _exit_with_error(prog, str(err))
+
+
+def _pair_tokens(args: list[str]) -> list[tuple[str, str | None]]:
+    """``--key value`` / ``--key=value`` / bare ``--flag`` tokens as (key, raw value or None)."""
+    pairs: list[tuple[str, str | None]] = []
+    position = 0
+    while position < len(args):
+        token = args[position]
+        position += 1
+        if token in ("-h", "--help"):
+            pairs.append(("help", None))
+            continue
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"unexpected argument {token!r}; options look like --key value or --key=value")
+        key, equals, raw = token[2:].partition("=")
+        if not equals:
+            has_value = position < len(args) and not args[position].startswith("--")
+            raw = args[position] if has_value else None
+            if has_value:
+                position += 1
+        pairs.append((key, raw))
+    return pairs
+
+
+def _require_value(key: str, raw: str | None) -> str:
+    if raw is None:
+        raise ConfigError(f"--{key} needs a value: --{key} VALUE or --{key}=VALUE")
+    return raw
+
+
+def _cli_value(key: str, raw: str | None, config_file: _ConfigFile) -> Any:
+    """A command-line string turned into the type of the file's value, then validated."""
+    where = f"--{key}"
+    if key not in config_file.values:
+        raise _unknown_key(key, config_file, flag=True)
+    default = config_file.values[key]
+    if raw is None and isinstance(default, bool):
+        return _validated_override(key, True, config_file, where)  # a bare --flag switches it on
+    raw = _require_value(key, raw)
+    if isinstance(default, str):
+        return _validated_override(key, raw, config_file, where)
+    if isinstance(default, bool):
+        return _validated_override(key, _parse_bool(raw, where), config_file, where)
+    return _validated_override(key, _parse_literal(raw), config_file, where)
+
+
+def _parse_bool(raw: str, where: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise _type_error(where, "True, False, true, false, 1 or 0", raw)
+
+
+def _parse_literal(raw: str) -> Any:
+    """A YAML literal (``[300, 300]``, ``1e-3``), else a Python literal (``(1, 2)``), else the text itself."""
+    try:
+        value = yaml.load(raw, Loader=_YamlLoader)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    return value
+
+
+def _short_repr(value: Any, limit: int = 90) -> str:
+    """repr cut to ``limit`` characters, so that --help shows the 81 class names on one line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    count = f" ({len(value)} items)" if isinstance(value, (list, dict)) else ""
+    return f"{text[:limit]} ...{count}"
+
+
+def _metavar(default: Any) -> str:
+    if default is None:
+        return "VALUE"
+    if isinstance(default, (list, dict)):
+        return "'[...]'" if isinstance(default, list) else "'{...}'"
+    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(type(default), "VALUE")
+
+
+def _help_text(config_file: _ConfigFile, prog: str, description: str) -> str:
+    lines = [f"usage: {prog} [--config_path PATH] [--KEY VALUE | --KEY=VALUE ...]", ""]
+    if description:
+        lines += [description, ""]
+    lines += [f"options (defaults from {_display_path(config_file.path)}):",
+              "  -h, --help", "      show this message and exit",
+              "  --config_path PATH", f"      YAML configuration file (default: {_display_path(config_file.path)})"]
+    for key, default in config_file.values.items():
+        text = config_file.help.get(key, "(no help line in this file)")
+        details = f"default: {_short_repr(default)}"
+        if key in config_file.choices:
+            details += f"; choices: {', '.join(map(str, config_file.choices[key]))}"
+        lines += [f"  --{key} {_metavar(default)}", f"      {text} ({details})"]
+    lines += ["", "Lists are given as YAML or Python literals (--img_shape \"[320, 320]\"); booleans as "
+                  "True/False/true/false/1/0; a bare boolean --flag means True."]
+    return "\n".join(lines)
+
+
+def _exit_with_error(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message} (--help lists every key)", file=sys.stderr)
+    sys.exit(2)

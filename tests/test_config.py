@@ -1,0 +1,375 @@
+"""Config files, overrides and the command line: what a user types must either work or fail with one
+clear message, and the three shipped files must hold the seed's recipe plus the documented new keys."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.model_utils import config as config_module
+from src.model_utils.config import Config, ConfigError, MissingKeyError, load_config, parse_args
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+ASCEND = CONFIG_DIR / "ssd300_config.yaml"
+GPU = CONFIG_DIR / "ssd300_config_gpu.yaml"
+CPU = CONFIG_DIR / "ssd300_config_cpu.yaml"
+ALL_FILES = [ASCEND, GPU, CPU]
+
+# The seed's ssd300 keys in the seed's order (REFERENCE_SSD.md §1); ours must keep them and that order.
+SEED_KEYS = """enable_modelarts data_url train_url checkpoint_url run_distribute enable_profiling data_path output_path
+load_path device_target checkpoint_path checkpoint_file_path model_name img_shape num_ssd_boxes match_threshold
+nms_threshold min_score max_boxes all_reduce_fusion_config lr_init lr_end_rate warmup_epochs momentum weight_decay
+ssd_vgg_bn pretrain_vgg_bn num_default extras_in_channels extras_out_channels extras_strides extras_ratio
+feature_size min_scale max_scale aspect_ratios steps prior_scaling gamma alpha dataset lr mode_sink device_id
+device_num epoch_size batch_size loss_scale pre_trained pre_trained_epoch_size save_checkpoint_epochs
+only_create_dataset eval_start_epoch eval_interval run_eval filter_weight freeze_layer save_best_ckpt result_path
+img_path drop feature_extractor_base_param checkpoint_filter_list mindrecord_dir coco_root train_data_type
+val_data_type instances_set classes num_classes voc_json voc_root image_dir anno_path file_name file_format""".split()
+
+NEW_KEYS_SAME_VALUE = {
+    "expand_max_ratio": 4.0, "use_global_norm": False, "weight_decay_bn_bias": False, "resume": "",
+    "log_interval": 10, "keep_checkpoint_max": 5, "seed": 1, "num_parallel_workers": 4, "val_image_dir": "",
+    "val_anno_path": "", "save_ckpt_all_ranks": False,
+}
+
+CPU_CHANGES = {
+    "device_target": "CPU", "batch_size": 8, "epoch_size": 60, "mode_sink": "no_sink", "eval_start_epoch": 1,
+    "eval_interval": 5, "save_checkpoint_epochs": 5, "use_expand": True, "color_jitter": [0.4, 0.4, 0.4, 0.05],
+    "eval_batch_size": 8,
+}
+
+
+def _documents(path: Path) -> list:
+    with open(path, encoding="utf-8") as stream:
+        return list(yaml.safe_load_all(stream))
+
+
+def _write_variant(tmp_path: Path, edit, base: Path = CPU, name: str = "variant.yaml") -> Path:
+    """A one-document copy of ``base`` whose values dict was changed by ``edit`` (a user's own YAML)."""
+    values = _documents(base)[0]
+    edit(values)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    """The single stderr line of a rejected command line (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv, default_config_path=CPU)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+# ---- the shipped files -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) -> None:
+    cfg = load_config(path)
+    keys = list(cfg.to_dict())
+    assert [key for key in keys if key in SEED_KEYS] == SEED_KEYS
+    values, help_doc, choices = _documents(path)
+    assert list(help_doc) == list(values), "every key needs exactly one help line, in file order"
+    assert all(isinstance(text, str) and text.strip() and "\n" not in text for text in help_doc.values())
+    assert all(cfg.help(key) == help_doc[key] for key in keys)
+    assert choices["device_target"] == ["Ascend", "GPU", "CPU"]
+    assert choices["dataset"] == ["coco", "voc", "other"]
+    assert choices["freeze_layer"] == ["None", "backbone"]
+    for key, value in values.items():
+        if isinstance(value, str):
+            assert not value.startswith(("/cache", "/DATA_1", "/data/", "/home")), f"{key} = {value!r}"
+    for key, value in NEW_KEYS_SAME_VALUE.items():
+        assert cfg.get(key) == value and type(cfg.get(key)) is type(value), key
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_shipped_file_holds_seed_recipe(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.model_name == "ssd300" and cfg.img_shape == [300, 300]
+    assert cfg.num_ssd_boxes == 1917  # 19²·3 + (10² + 5² + 3² + 2² + 1²)·6, REFERENCE_SSD.md §1.2
+    assert cfg.num_ssd_boxes == sum(f * f * n for f, n in zip(cfg.feature_size, cfg.num_default))
+    assert cfg.num_classes == len(cfg.classes) == 81
+    assert cfg.classes[:3] == ["background", "person", "bicycle"] and cfg.classes[-1] == "toothbrush"
+    assert len(set(cfg.classes)) == 81
+    assert cfg.aspect_ratios == [[], [2, 3], [2, 3], [2, 3], [2, 3], [2, 3]]
+    assert cfg.lr == 0.05 and cfg.lr_init == 0.001 and cfg.warmup_epochs == 2 and cfg.loss_scale == 1024
+    assert cfg.weight_decay == 0.00015 and isinstance(cfg.weight_decay, float)
+    assert cfg.freeze_layer == "None" and cfg.checkpoint_filter_list == ["multi_loc_layers", "multi_cls_layers"]
+    assert cfg.data_path == "./data" and cfg.output_path == "./output"
+
+
+def test_gpu_and_cpu_files_differ_from_ascend_only_where_documented() -> None:
+    ascend = load_config(ASCEND).to_dict()
+    assert ascend["device_target"] == "Ascend" and ascend["use_float16"] is False
+    assert ascend["use_expand"] is False and ascend["color_jitter"] == [0.4, 0.4, 0.4, 0.0]
+    assert ascend["eval_batch_size"] == 1 and ascend["mode_sink"] == "sink"
+    gpu = load_config(GPU).to_dict()
+    assert {key for key in ascend if ascend[key] != gpu[key]} == {"device_target", "use_float16"}
+    assert gpu["device_target"] == "GPU" and gpu["use_float16"] is True
+    cpu = load_config(CPU).to_dict()
+    assert {key for key in ascend if ascend[key] != cpu[key]} == set(CPU_CHANGES)
+    assert {key: cpu[key] for key in CPU_CHANGES} == CPU_CHANGES
+    assert list(ascend) == list(gpu) == list(cpu)
+
+
+# ---- command-line overrides ----------------------------------------------------------------------------
+
+def test_cli_overrides_scalars_bools_lists_and_strings() -> None:
+    cfg = parse_args(["--batch_size", "4", "--lr", "1", "--lr_init=1e-4", "--run_eval", "true",
+                      "--use_expand=0", "--img_shape", "[320, 320]", "--prior_scaling", "[1, 2]",
+                      "--checkpoint_file_path", "123", "--data_path=/tmp/coco", "--freeze_layer", "backbone",
+                      "--steps", "(16, 32, 64, 100, 150, 320)"], default_config_path=CPU)
+    assert cfg.batch_size == 4 and type(cfg.batch_size) is int
+    assert cfg.lr == 1.0 and type(cfg.lr) is float  # an int may stand in for a float, which stays float
+    assert cfg.lr_init == 1e-4 and type(cfg.lr_init) is float
+    assert cfg.run_eval is True and cfg.use_expand is False
+    assert cfg.img_shape == [320, 320]
+    assert cfg.prior_scaling == [1.0, 2.0] and all(type(v) is float for v in cfg.prior_scaling)
+    assert cfg.checkpoint_file_path == "123"  # string keys take the text as is
+    assert cfg.data_path == "/tmp/coco" and cfg.freeze_layer == "backbone"
+    assert cfg.steps == [16, 32, 64, 100, 150, 320]
+    assert cfg.device_target == "CPU"  # everything else still comes from the chosen default file
+
+
+@pytest.mark.parametrize("text, expected", [("True", True), ("False", False), ("true", True), ("false", False),
+                                            ("1", True), ("0", False)])
+def test_cli_bool_spellings(text: str, expected: bool) -> None:
+    assert parse_args(["--run_distribute", text], default_config_path=CPU).run_distribute is expected
+    assert parse_args([f"--run_distribute={text}"], default_config_path=CPU).run_distribute is expected
+
+
+def test_bare_bool_flag_means_true_and_config_path_picks_the_file() -> None:
+    cfg = parse_args(["--config_path", str(GPU), "--run_eval", "--batch_size=2"])
+    assert cfg.run_eval is True and cfg.batch_size == 2 and cfg.device_target == "GPU"
+    assert parse_args([f"--config_path={ASCEND}"]).device_target == "Ascend"
+
+
+def test_cli_anchor_override_rederives_num_ssd_boxes() -> None:
+    cfg = parse_args(["--feature_size", "[20, 10, 5, 3, 2, 1]"], default_config_path=CPU)
+    assert cfg.num_ssd_boxes == 20 * 20 * 3 + (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2 + 1) * 6 == 2034
+
+
+def test_unknown_key_names_closest_key(capsys) -> None:
+    err = _cli_error(capsys, ["--batchsize", "4"])
+    assert "--batchsize" in err and "--batch_size" in err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--batch_size", "abc"], "--batch_size"),
+    (["--batch_size", "2.5"], "--batch_size"),
+    (["--img_shape", "300"], "--img_shape"),
+    (["--img_shape", "[300, a]"], "--img_shape[1]"),
+    (["--aspect_ratios", "[[], [2.5]]"], "--aspect_ratios[1][0]"),
+    (["--run_eval", "maybe"], "--run_eval"),
+    (["--lr", "True"], "--lr"),
+    (["--lr", "fast"], "--lr"),
+    (["--batch_size"], "--batch_size"),
+])
+def test_wrong_type_is_one_error_naming_the_key(capsys, argv: list[str], named: str) -> None:
+    err = _cli_error(capsys, argv)
+    assert f"error: {named}" in err
+
+
+def test_value_outside_choices_is_an_error(capsys) -> None:
+    err = _cli_error(capsys, ["--dataset", "cocoo"])
+    assert "--dataset" in err and "'cocoo'" in err and "['coco', 'voc', 'other']" in err
+    err = _cli_error(capsys, ["--device_target=TPU"])
+    assert "--device_target" in err and "Ascend" in err
+
+
+def test_stray_argument_and_missing_file_are_one_line_errors(capsys) -> None:
+    assert "'train'" in _cli_error(capsys, ["train"])
+    err = _cli_error(capsys, ["--config_path", "no_such_config.yaml"])
+    assert "no_such_config.yaml" in err and "--config_path" in err
+
+
+def test_help_lists_every_key_with_help_and_default(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--batch_size", "not-checked-under-help", "--help"], default_config_path=CPU,
+                   description="Train SSD300.")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "Train SSD300." in out and "--config_path" in out
+    values, help_doc, _ = _documents(CPU)
+    lines = out.splitlines()
+    for key in values:
+        flag_line = next(i for i, line in enumerate(lines) if line.strip().startswith(f"--{key} "))
+        assert help_doc[key] in lines[flag_line + 1], key
+    assert "Training batch size per device (default: 8)" in out
+    assert "choices: coco, voc, other" in out
+    assert "(81 items)" in out  # the class list is shortened, not dumped
+
+
+def test_help_shows_the_file_chosen_by_config_path(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["-h", "--config_path", str(ASCEND)], default_config_path=CPU)
+    assert "Training batch size per device (default: 32)" in capsys.readouterr().out
+
+
+# ---- load_config overrides and derived keys --------------------------------------------------------------
+
+def test_load_config_overrides_are_checked_like_cli_values() -> None:
+    cfg = load_config(CPU, overrides={"batch_size": 2, "lr": 1, "img_shape": (64, 64), "run_eval": True})
+    assert cfg.batch_size == 2 and cfg.lr == 1.0 and type(cfg.lr) is float
+    assert cfg.img_shape == [64, 64] and cfg.run_eval is True
+    with pytest.raises(ConfigError, match=r"batch_size.*integer.*'2'"):
+        load_config(CPU, overrides={"batch_size": "2"})
+    with pytest.raises(ConfigError, match=r"True or False"):
+        load_config(CPU, overrides={"run_eval": 1})
+    with pytest.raises(ConfigError, match=r"closest valid key is num_classes"):
+        load_config(CPU, overrides={"num_class": 3})
+    with pytest.raises(ConfigError, match=r"'other'"):
+        load_config(CPU, overrides={"dataset": "others"})
+
+
+def test_overridden_list_does_not_alias_the_callers_object() -> None:
+    shape = [64, 64]
+    cfg = load_config(CPU, overrides={"img_shape": shape})
+    shape.append(3)
+    assert cfg.img_shape == [64, 64]
+
+
+def test_class_count_must_match_class_names() -> None:
+    cfg = load_config(CPU, overrides={"classes": ["background", "cat", "dog"], "num_classes": 3})
+    assert cfg.classes[2] == "dog" and cfg.num_classes == 3
+    with pytest.raises(ConfigError, match=r"num_classes is 3 but classes lists 81 names"):
+        load_config(CPU, overrides={"num_classes": 3})
+
+
+def test_num_ssd_boxes_minus_one_or_matching_is_fine_else_error(tmp_path: Path) -> None:
+    assert load_config(CPU, overrides={"num_ssd_boxes": -1}).num_ssd_boxes == 1917
+    assert load_config(CPU, overrides={"num_ssd_boxes": 1917}).num_ssd_boxes == 1917
+    derived_file = _write_variant(tmp_path, lambda v: v.update(num_ssd_boxes=-1))
+    assert load_config(derived_file).num_ssd_boxes == 1917
+    without_key = _write_variant(tmp_path, lambda v: v.pop("num_ssd_boxes"), name="no_count.yaml")
+    assert load_config(without_key).num_ssd_boxes == 1917
+    wrong = _write_variant(tmp_path, lambda v: v.update(num_ssd_boxes=1000), name="wrong.yaml")
+    with pytest.raises(ValueError) as error:
+        load_config(wrong)
+    message = str(error.value)
+    assert "wrong.yaml" in message and "num_ssd_boxes" in message and "1000" in message and "1917" in message
+    assert "-1" in message
+    with pytest.raises(ValueError, match=r"num_ssd_boxes is 5 .* 1917"):
+        load_config(CPU, overrides={"num_ssd_boxes": 5})
+
+
+def test_inconsistent_anchor_keys_name_the_file(tmp_path: Path) -> None:
+    broken = _write_variant(tmp_path, lambda v: v.update(num_default=[3, 6, 6]))
+    with pytest.raises(ConfigError, match=r"variant.yaml.*num_default"):
+        load_config(broken)
+
+
+# ---- user files: missing keys, YAML details ---------------------------------------------------------------
+
+def test_missing_required_key_names_key_file_and_fix(tmp_path: Path) -> None:
+    no_shape = _write_variant(tmp_path, lambda v: v.pop("img_shape"), name="my_ssd.yaml")
+    with pytest.raises(MissingKeyError) as error:
+        load_config(no_shape)  # deriving num_ssd_boxes needs img_shape
+    message = str(error.value)
+    assert "'img_shape'" in message and "my_ssd.yaml" in message and "img_shape: <value>" in message
+
+    no_batch = _write_variant(tmp_path, lambda v: v.pop("batch_size"), name="no_batch.yaml")
+    cfg = load_config(no_batch)
+    with pytest.raises(AttributeError, match=r"'batch_size' is missing from .*no_batch.yaml"):
+        cfg.batch_size
+    with pytest.raises(KeyError):
+        cfg.batch_size
+    assert getattr(cfg, "batch_size", 7) == 7 and "batch_size" not in cfg
+
+
+def test_misspelt_attribute_suggests_the_key() -> None:
+    cfg = load_config(CPU)
+    with pytest.raises(MissingKeyError, match=r"did you mean 'batch_size'"):
+        cfg.batchsize
+    with pytest.raises(MissingKeyError, match=r"'batchsize'"):
+        cfg.help("batchsize")
+
+
+def test_single_document_user_file_without_help_or_choices(tmp_path: Path) -> None:
+    path = _write_variant(tmp_path, lambda v: v.update(weight_decay="4e-5"))
+    path.write_text(path.read_text().replace("'4e-5'", "4e-5"))  # as a user would type it
+    cfg = load_config(path)
+    assert cfg.weight_decay == 4e-5 and type(cfg.weight_decay) is float  # PyYAML alone would give a string
+    assert cfg.help("batch_size") == ""
+    assert load_config(path, overrides={"dataset": "anything"}).dataset == "anything"  # no choices document
+
+
+def test_duplicate_key_and_bad_documents_are_rejected(tmp_path: Path) -> None:
+    text = CPU.read_text()
+    duplicated = tmp_path / "dup.yaml"
+    duplicated.write_text(text.replace("batch_size: 8\n", "batch_size: 8\nbatch_size: 16\n", 1))
+    with pytest.raises(ConfigError, match=r"duplicate key 'batch_size'"):
+        load_config(duplicated)
+    bad_choice = tmp_path / "choice.yaml"
+    bad_choice.write_text(text.replace('dataset: "coco"', 'dataset: "cocoo"', 1))
+    with pytest.raises(ConfigError, match=r"choice.yaml: 'cocoo' is not an allowed value of dataset"):
+        load_config(bad_choice)
+    reserved = _write_variant(tmp_path, lambda v: v.update(to_dict=1), name="reserved.yaml")
+    with pytest.raises(ConfigError, match=r"'to_dict' cannot be a config key"):
+        load_config(reserved)
+    four_docs = tmp_path / "four.yaml"
+    four_docs.write_text(text + "\n---\na: 1\n")
+    with pytest.raises(ConfigError, match=r"4 YAML documents"):
+        load_config(four_docs)
+
+
+def test_mapping_values_become_configs_and_merge_on_override(tmp_path: Path, capsys) -> None:
+    path = _write_variant(tmp_path, lambda v: v.update(optimizer={"name": "momentum", "momentum": 0.9}))
+    cfg = parse_args(["--optimizer", "{momentum: 1}"], default_config_path=path)
+    assert isinstance(cfg.optimizer, Config)
+    assert cfg.optimizer.name == "momentum" and cfg.optimizer.momentum == 1.0
+    assert cfg.to_dict()["optimizer"] == {"name": "momentum", "momentum": 1.0}
+    with pytest.raises(SystemExit):
+        parse_args(["--optimizer", "{momentun: 1}"], default_config_path=path)
+    assert "'momentum'" in capsys.readouterr().err
+
+
+def test_relative_path_resolves_from_the_repo_anywhere(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config("config/ssd300_config_cpu.yaml").device_target == "CPU"
+
+
+# ---- the Config object ----------------------------------------------------------------------------------
+
+def test_config_object_behaviour() -> None:
+    cfg = load_config(CPU)
+    as_dict = cfg.to_dict()
+    as_dict["img_shape"].append(3)
+    assert cfg.img_shape == [300, 300]  # to_dict hands out copies
+    cfg.rank = 1
+    assert cfg.rank == 1 and cfg.to_dict()["rank"] == 1
+    text = repr(cfg)
+    assert str(CPU) in text and "  batch_size: 8" in text and "'toothbrush'" in text
+    assert "batch_size" in dir(cfg)
+    restored = pickle.loads(pickle.dumps(cfg))  # dataset worker processes receive the config pickled
+    assert restored.to_dict() == cfg.to_dict() and restored.help("lr") == cfg.help("lr")
+    assert copy.deepcopy(cfg).to_dict() == cfg.to_dict()
+    with pytest.raises(MissingKeyError, match="in-memory"):
+        Config({"a": 1}).b
+
+
+# ---- no work at import ---------------------------------------------------------------------------------------
+
+def test_import_reads_no_argv_and_no_file(monkeypatch) -> None:
+    """Importing the module must not parse sys.argv or YAML (the seed's import-time singleton did)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", "--batchsize", "abc", "--help"])
+    yaml_reads = []
+    monkeypatch.setattr(yaml, "load_all", lambda *a, **k: yaml_reads.append(a) or iter(()))
+    spec = importlib.util.spec_from_file_location("fresh_config_copy", config_module.__file__)
+    fresh = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, fresh)  # dataclasses look their module up while defining
+    spec.loader.exec_module(fresh)  # would exit or raise if it parsed the argv above
+    assert yaml_reads == []
+    assert not any(isinstance(value, fresh.Config) for value in vars(fresh).values())
+
+
+def test_parse_args_reads_sys_argv_only_when_called(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["train.py", "--batch_size", "3"])
+    assert parse_args(default_config_path=CPU).batch_size == 3
