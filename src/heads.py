@@ -1,0 +1,51 @@
+"""Box/class prediction heads and the train/inference output convention shared by all SSDs."""
+from __future__ import annotations
+
+from typing import Any
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.layers import FlattenConcat, last_conv2d
+
+
+class MultiBox(nn.Cell):
+    """One depthwise-separable loc and cls predictor per feature level (ssd300, MobileNetV1, VGG16).
+
+    Reads ``extras_out_channels`` (feature widths), ``num_default`` (anchors per location),
+    ``num_classes`` and ``num_ssd_boxes`` from the config. Returns raw
+    ``(loc (B,N,4), logits (B,N,num_classes))``; the caller decides on the sigmoid.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        channels, anchors = list(config.extras_out_channels), list(config.num_default)
+        if len(channels) != len(anchors):
+            raise ValueError(f"config extras_out_channels has {len(channels)} levels but num_default has "
+                             f"{len(anchors)}; give one entry per feature level in both")
+        self.multi_loc_layers = nn.CellList([last_conv2d(c, 4 * a) for c, a in zip(channels, anchors)])
+        self.multi_cls_layers = nn.CellList(
+            [last_conv2d(c, config.num_classes * a) for c, a in zip(channels, anchors)])
+        self.flatten_concat = FlattenConcat(config.num_ssd_boxes)
+
+    def construct(self, features: tuple) -> tuple:
+        locs, logits = (), ()
+        for i, feature in enumerate(features):
+            locs += (self.multi_loc_layers[i](feature),)
+            logits += (self.multi_cls_layers[i](feature),)
+        return self.flatten_concat(locs), self.flatten_concat(logits)
+
+
+def detection_outputs(pred_loc: ms.Tensor, pred_logits: ms.Tensor, training: bool) -> tuple:
+    """Float32 ``(loc, logits)`` while training, ``(loc, sigmoid scores)`` in inference mode.
+
+    Every network calls this with its own ``self.training`` (set by ``set_train``), so one
+    network object serves both the loss and the evaluator; the zoo's ssd300 fixed the choice in
+    its constructor and so evaluated logits during training. Casting before the sigmoid keeps
+    the scores float32 when the body runs in float16 (``to_float``).
+    """
+    pred_loc = ops.cast(pred_loc, ms.float32)
+    pred_logits = ops.cast(pred_logits, ms.float32)
+    if not training:
+        pred_logits = ops.sigmoid(pred_logits)
+    return pred_loc, pred_logits
