@@ -1,0 +1,406 @@
+"""Detection post-processing, streamed COCO result files and standard COCO evaluation.
+
+Pure numpy + pycocotools: the network is reached only through a ``predict_batch`` callable, so the
+same code scores a MindSpore network, an exported MINDIR or an onnxruntime session.
+
+Differences from the seed's ``COCOMetrics`` (REFERENCE_SSD.md §6, §8 B8/B9), all deliberate:
+* at most ``max_boxes`` detections per IMAGE (the COCO protocol; COCOeval reads only the 100
+  best per image anyway), instead of 100 per class (up to 8000 per image);
+* detections are streamed to the json file image by image instead of kept in one Python list,
+  which is what made the seed's evaluation need tens of GB;
+* every image of the annotation file is evaluated, crowd images included (crowd boxes are
+  COCOeval's ignore regions); the seed dropped images with any crowd box.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections import Counter
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
+
+# Candidates kept per class before NMS: bounds the greedy loop on 51150-anchor FPN outputs while
+# staying far above the 100 detections an image may finally keep.
+PRE_NMS_TOP_K = 400
+
+
+class Detections(NamedTuple):
+    """Final detections of one image, best score first."""
+
+    boxes_xyxy: np.ndarray  # (K, 4) float32 pixels [xmin, ymin, xmax, ymax]
+    scores: np.ndarray  # (K,) float32
+    labels: np.ndarray  # (K,) int64 training class index 1..C-1
+
+
+@dataclass(frozen=True)
+class ClassAP:
+    """COCO AP of one category over the evaluated images (nan when it has no ground truth there)."""
+
+    name: str
+    category_id: int
+    ap: float
+    ap50: float
+    num_gt: int
+
+
+@dataclass(frozen=True)
+class CocoEvalResult:
+    """Everything COCOeval measured, returned instead of printed."""
+
+    stats: np.ndarray  # the 12 COCO summary numbers
+    summary_lines: list[str]  # the 12 lines COCOeval.summarize() prints
+    map: float  # stats[0], AP@[.50:.95] all areas, maxDets 100
+    per_class: list[ClassAP]
+    num_images: int
+    num_detections: int
+    num_crowd: int  # crowd GT boxes in the evaluated images (ignore regions for COCOeval)
+
+
+def _areas_xyxy(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def _iou_one_to_many(box: np.ndarray, area: float, boxes: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Continuous-area IoU of one xyxy box against many; 0 when both boxes have no area."""
+    inter_w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    inter_h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = inter_w * inter_h
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def batched_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
+    """Class-aware greedy NMS of all classes at once; returns kept indices, best score first.
+
+    A box is suppressed by a higher-scoring kept box of the same label when their IoU is
+    > iou_threshold. Because suppression only ever removes lower-scored boxes, the first
+    ``max_keep`` picks in descending score order are exactly the ``max_keep`` best boxes the full
+    NMS would keep, so the loop stops there: it runs once per KEPT box (<= max_keep), each step
+    one vectorised IoU row over the remaining same-class candidates. Computed in float64 so the
+    decisions do not depend on the caller's dtype.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    areas = _areas_xyxy(boxes)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    limit = order.size if max_keep is None else max_keep
+    keep: list[int] = []
+    while order.size and len(keep) < limit:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        same = np.flatnonzero(labels[rest] == labels[best])
+        iou = _iou_one_to_many(boxes[best], areas[best], boxes[rest[same]], areas[rest[same]])
+        order = np.delete(rest, same[iou > iou_threshold])
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _candidates(scores: np.ndarray, min_score: float, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(anchor index, class index, score) of each class's anchors scoring > min_score, at most ~top_k.
+
+    The background column 0 is never a candidate. Only classes with more than top_k candidates
+    pay for a partition (their top_k-th score becomes the bar; ties at the bar may add a few), so
+    the usual case costs one comparison and one nonzero over the score matrix.
+    """
+    foreground = scores[:, 1:]
+    passed = foreground > min_score
+    crowded = np.flatnonzero(passed.sum(axis=0) > top_k)
+    if crowded.size:
+        bar_row = foreground.shape[0] - top_k
+        bar = np.partition(foreground[:, crowded], bar_row, axis=0)[bar_row]
+        passed[:, crowded] &= foreground[:, crowded] >= bar
+    anchor_idx, class_col = np.nonzero(passed)
+    return anchor_idx, class_col + 1, foreground[anchor_idx, class_col]
+
+
+def postprocess_image(boxes_yxyx: np.ndarray, scores: np.ndarray, image_hw: tuple[int, int],
+                      min_score: float, nms_threshold: float, max_boxes: int,
+                      pre_nms_top_k: int = PRE_NMS_TOP_K) -> Detections:
+    """Turn one image's decoded network output into at most ``max_boxes`` pixel detections.
+
+    boxes_yxyx: (N, 4) normalised [ymin, xmin, ymax, xmax]; scores: (N, C) sigmoid scores with
+    the background in column 0 (ignored). Per class: anchors with score > min_score (strict, as
+    the seed), the ``pre_nms_top_k`` best of them, class-aware NMS (IoU > nms_threshold
+    suppressed), then the ``max_boxes`` best of the image.
+
+    IoU uses continuous areas (x2 - x1) * (y2 - y1), not the seed's +1-pixel areas: the +1 comes
+    from Pascal VOC's inclusive integer pixel indices, while these boxes are continuous
+    coordinates and COCOeval scores them with continuous areas; the +1 also inflates the IoU of
+    small boxes, so NMS would disagree with the metric exactly where boxes are small.
+    """
+    boxes_yxyx = np.asarray(boxes_yxyx)
+    scores = np.asarray(scores)
+    if boxes_yxyx.ndim != 2 or boxes_yxyx.shape[1] != 4 or scores.ndim != 2 \
+            or scores.shape[0] != boxes_yxyx.shape[0]:
+        raise ValueError(f"postprocess_image expects boxes (N, 4) and scores (N, C) for the same N, "
+                         f"got {boxes_yxyx.shape} and {scores.shape}")
+    anchor_idx, labels, cand_scores = _candidates(scores, min_score, pre_nms_top_k)
+
+    height, width = image_hw
+    ymin, xmin, ymax, xmax = (boxes_yxyx[anchor_idx].astype(np.float64) * [height, width, height, width]).T
+    pixel_xyxy = np.stack([xmin, ymin, xmax, ymax], axis=1)
+    keep = batched_nms(pixel_xyxy, cand_scores, labels, nms_threshold, max_boxes)
+    return Detections(pixel_xyxy[keep].astype(np.float32).reshape(-1, 4),
+                      cand_scores[keep].astype(np.float32), labels[keep].astype(np.int64))
+
+
+def load_coco_quietly(gt_json: Path) -> COCO:
+    """Load an annotation file without pycocotools' prints; one clear error for a bad file."""
+    gt_json = Path(gt_json)
+    if not gt_json.is_file():
+        raise FileNotFoundError(f"COCO annotation file {gt_json} not found: check data_path/coco_root "
+                                f"and instances_set in the config")
+    with redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt_json))
+    for key in ("images", "categories", "annotations"):
+        if key not in coco.dataset:
+            raise ValueError(f"{gt_json} has no '{key}' list: it is not a COCO instances file")
+    broken = next((ann.get("id") for ann in coco.dataset["annotations"]
+                   if "bbox" not in ann or "area" not in ann), None)
+    if broken is not None:
+        raise ValueError(f"annotation id {broken} in {gt_json} lacks 'bbox' or 'area', which COCOeval "
+                         f"needs: regenerate the json with both fields")
+    return coco
+
+
+def category_ids_by_name(coco_gt: COCO, classes: Sequence[str]) -> np.ndarray:
+    """COCO category_id of every training class index, matched by name; -1 when absent.
+
+    Index 0 (background) and names the annotation file does not know map to -1, so their
+    detections cannot be written (the writer drops and reports them).
+    """
+    by_name: dict[str, int] = {}
+    for cat in coco_gt.dataset["categories"]:
+        if cat["name"] in by_name:
+            raise ValueError(f"category name '{cat['name']}' appears twice in the annotation file: "
+                             f"class names must identify categories uniquely")
+        by_name[cat["name"]] = int(cat["id"])
+    ids = np.array([by_name.get(name, -1) for name in classes], dtype=np.int64)
+    ids[0] = -1
+    return ids
+
+
+class CocoResultWriter:
+    """Streams one image's detections at a time into a COCO results json file.
+
+    Memory stays flat however many images are written (the seed's list of all detections needed
+    tens of GB on val2017). The file is a valid json array once the writer is closed, also
+    after an exception. Detections whose class has no category (category id -1) are dropped,
+    counted in ``num_dropped`` and reported by one warning per class.
+    """
+
+    def __init__(self, path: Path, category_ids: np.ndarray, classes: Sequence[str] | None = None):
+        self.path = Path(path)
+        self._category_ids = np.asarray(category_ids, dtype=np.int64)
+        self._classes = classes
+        self._warned: set[int] = set()
+        self._file: io.TextIOWrapper | None = None
+        self._separator = ""
+        self.num_images = 0
+        self.num_detections = 0
+        self.num_dropped = 0
+
+    def __enter__(self) -> "CocoResultWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", encoding="utf-8")
+        self._file.write("[")
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._file is not None:
+            self._file.write("\n]\n")
+            self._file.close()
+            self._file = None
+
+    def write(self, image_id: int, detections: Detections) -> None:
+        """Append one image's detections (boxes rounded to 0.01 px, scores to 1e-5)."""
+        if self._file is None:
+            raise RuntimeError("CocoResultWriter.write called outside its 'with' block")
+        category = self._category_ids[detections.labels]
+        self._report_dropped(detections.labels[category < 0])
+        valid = category >= 0
+        xyxy = detections.boxes_xyxy[valid].astype(np.float64)
+        xywh = np.round(np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1), 2)
+        scores = np.round(detections.scores[valid].astype(np.float64), 5)
+        records = [{"image_id": int(image_id), "category_id": cat, "bbox": box, "score": score}
+                   for cat, box, score in zip(category[valid].tolist(), xywh.tolist(), scores.tolist())]
+        if records:
+            self._file.write(self._separator + "\n" + json.dumps(records)[1:-1])
+            self._separator = ","
+        self.num_images += 1
+        self.num_detections += len(records)
+
+    def _report_dropped(self, labels: np.ndarray) -> None:
+        self.num_dropped += labels.size
+        for label in set(labels.tolist()) - self._warned:
+            self._warned.add(label)
+            name = self._classes[label] if self._classes is not None else f"#{label}"
+            warnings.warn(f"detections of class '{name}' (index {label}) dropped: no category of that "
+                          f"name in the annotation file", stacklevel=3)
+
+
+def _load_results(coco_gt: COCO, results_json: Path) -> tuple[COCO, int]:
+    """Detections as a pycocotools object; an empty file gives an empty one (loadRes cannot)."""
+    with open(results_json, encoding="utf-8") as handle:
+        detections = json.load(handle)
+    unknown = {det["image_id"] for det in detections} - set(coco_gt.imgs)
+    if unknown:
+        raise ValueError(f"{results_json} has detections for {len(unknown)} image ids that the annotation "
+                         f"file does not contain (e.g. {sorted(unknown)[:5]}): evaluate with the json the "
+                         f"dataset was built from")
+    with redirect_stdout(io.StringIO()):
+        if detections:
+            return coco_gt.loadRes(detections), len(detections)
+        empty = COCO()
+        empty.dataset = {"images": list(coco_gt.dataset["images"]),
+                         "categories": list(coco_gt.dataset["categories"]), "annotations": []}
+        empty.createIndex()
+    return empty, 0
+
+
+def _evaluated_categories(coco_gt: COCO, classes: Sequence[str] | None) -> list[tuple[int, str]]:
+    """(category_id, name) pairs to evaluate: all of the file, or those named in ``classes``."""
+    if classes is None:
+        return sorted((cid, cat["name"]) for cid, cat in coco_gt.cats.items())
+    ids = category_ids_by_name(coco_gt, classes)
+    return sorted((int(cid), name) for cid, name in zip(ids, classes) if cid >= 0)
+
+
+def _gt_counts(coco_gt: COCO, img_ids: Sequence[int], cat_ids: set[int]) -> tuple[Counter, int]:
+    """Non-crowd GT boxes per category and the number of crowd boxes in the evaluated set."""
+    counts: Counter = Counter()
+    crowd = 0
+    for img_id in img_ids:
+        for ann in coco_gt.imgToAnns.get(img_id, []):
+            if ann["category_id"] not in cat_ids:
+                continue
+            if ann.get("iscrowd", 0):
+                crowd += 1
+            else:
+                counts[ann["category_id"]] += 1
+    return counts, crowd
+
+
+def _per_class_ap(precision: np.ndarray, categories: list[tuple[int, str]], counts: Counter) -> list[ClassAP]:
+    """AP and AP50 per category from COCOeval's precision[T, R, K, area, maxDets] (all areas, 100 dets)."""
+    result = []
+    for k, (cat_id, name) in enumerate(categories):
+        curve = precision[:, :, k, 0, -1]
+        valid = curve[curve > -1]
+        ap = float(valid.mean()) if valid.size else float("nan")
+        ap50 = float(curve[0][curve[0] > -1].mean()) if valid.size else float("nan")
+        result.append(ClassAP(name, cat_id, ap, ap50, counts[cat_id]))
+    return result
+
+
+def _run_cocoeval(coco_gt: COCO, results_json: Path, img_ids: Sequence[int] | None,
+                  classes: Sequence[str] | None) -> CocoEvalResult:
+    coco_dt, num_detections = _load_results(coco_gt, Path(results_json))
+    img_ids = sorted(coco_gt.getImgIds()) if img_ids is None else sorted(int(i) for i in img_ids)
+    categories = _evaluated_categories(coco_gt, classes)
+    if not categories:
+        raise ValueError("none of the class names appears among the annotation file's categories: "
+                         "check config.classes against the json")
+    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    evaluator.params.imgIds = img_ids
+    evaluator.params.catIds = [cat_id for cat_id, _ in categories]
+    with redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        evaluator.summarize()
+    counts, num_crowd = _gt_counts(coco_gt, img_ids, {cat_id for cat_id, _ in categories})
+    stats = np.asarray(evaluator.stats, dtype=np.float64)
+    return CocoEvalResult(stats=stats, summary_lines=printed.getvalue().splitlines(), map=float(stats[0]),
+                          per_class=_per_class_ap(evaluator.eval["precision"], categories, counts),
+                          num_images=len(img_ids), num_detections=num_detections, num_crowd=num_crowd)
+
+
+def coco_evaluate(gt_json: Path, results_json: Path, img_ids: Sequence[int] | None = None,
+                  classes: Sequence[str] | None = None) -> CocoEvalResult:
+    """Standard COCO bbox evaluation of a results file.
+
+    img_ids defaults to EVERY image of the annotation file: images without detections count
+    (their ground truth is missed), and images with crowd boxes stay in (COCOeval treats crowd
+    boxes as ignore regions). ``classes`` restricts the evaluated categories to those named
+    (e.g. a model trained on a subset); None evaluates every category of the file.
+    """
+    return _run_cocoeval(load_coco_quietly(gt_json), results_json, img_ids, classes)
+
+
+def _check_outputs(boxes: np.ndarray, scores: np.ndarray, batch_size: int, num_classes: int) -> None:
+    if boxes.ndim != 3 or boxes.shape[0] != batch_size or boxes.shape[2] != 4 \
+            or scores.ndim != 3 or scores.shape[:2] != boxes.shape[:2]:
+        raise ValueError(f"predict_batch must return boxes (B, N, 4) and scores (B, N, C) for B={batch_size}, "
+                         f"got {boxes.shape} and {scores.shape}")
+    if scores.shape[2] != num_classes:
+        raise ValueError(f"the network scores {scores.shape[2]} classes but the class list has {num_classes} "
+                         f"names: use the config the checkpoint was trained with")
+
+
+def _write_detections(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset: Any,
+                      coco_gt: COCO, gt_json: Path, writer: CocoResultWriter, num_classes: int,
+                      config: Any) -> set[int]:
+    """Run the network over the dataset and stream every image's detections; returns the image ids."""
+    seen: set[int] = set()
+    batches = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
+    for batch in tqdm(batches, total=dataset.get_dataset_size(), desc="eval", unit="batch"):
+        images = batch["image"]
+        boxes, scores = (np.asarray(out) for out in predict_batch(images))
+        _check_outputs(boxes, scores, images.shape[0], num_classes)
+        for i in range(images.shape[0]):
+            img_id = int(np.asarray(batch["img_id"][i]).reshape(-1)[0])
+            if img_id not in coco_gt.imgs:
+                raise ValueError(f"image id {img_id} of the eval dataset is not in {gt_json}: build the eval "
+                                 f"dataset (mindrecord) from that annotation file")
+            if img_id in seen:
+                raise ValueError(f"image id {img_id} appears twice in the eval dataset: build it without "
+                                 f"repeat or padding so every image is scored once")
+            seen.add(img_id)
+            height, width = (int(v) for v in batch["image_shape"][i])
+            writer.write(img_id, postprocess_image(boxes[i], scores[i], (height, width), config.min_score,
+                                                   config.nms_threshold, config.max_boxes))
+    return seen
+
+
+def evaluate_detector(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset: Any,
+                      gt_json: Path, classes: Sequence[str], config: Any, results_json: Path) -> CocoEvalResult:
+    """Predict, post-process, stream to ``results_json`` and COCO-evaluate over ALL images of gt_json.
+
+    ``dataset`` offers ``get_dataset_size`` and ``create_dict_iterator`` with columns img_id (B, 1),
+    image (B, 3, H, W) and image_shape (B, 2) = original (h, w); ``predict_batch(images)`` returns
+    decoded normalised yxyx boxes (B, N, 4) and sigmoid scores (B, N, C). Images the dataset did not cover still count
+    (with no detections) and a warning says how many: a partial dataset cannot silently shrink
+    the evaluation set (the seed's B8/B9).
+    """
+    coco_gt = load_coco_quietly(gt_json)
+    with CocoResultWriter(results_json, category_ids_by_name(coco_gt, classes), classes) as writer:
+        seen = _write_detections(predict_batch, dataset, coco_gt, gt_json, writer, len(classes), config)
+    missing = len(coco_gt.imgs) - len(seen)
+    if missing:
+        warnings.warn(f"the eval dataset covered {len(seen)} of the {len(coco_gt.imgs)} images of {gt_json}; "
+                      f"the other {missing} are evaluated with no detections", stacklevel=2)
+    return _run_cocoeval(coco_gt, results_json, None, classes)
+
+
+def format_report(result: CocoEvalResult) -> str:
+    """The 12 COCO lines, the mAP line, the crowd note and a per-class table (best AP first)."""
+    lines = list(result.summary_lines)
+    lines.append(f"mAP: {result.map}")
+    lines.append(f"{result.num_images} images, {result.num_detections} detections; {result.num_crowd} crowd "
+                 f"boxes handled by COCOeval as ignore regions")
+    rows = sorted(result.per_class, key=lambda c: (np.isnan(c.ap), -np.nan_to_num(c.ap)))
+    width = max([len("class")] + [len(c.name) for c in rows])
+    lines.append(f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'GT boxes':>8}")
+    for c in rows:
+        ap, ap50 = ("-", "-") if np.isnan(c.ap) else (f"{c.ap:.3f}", f"{c.ap50:.3f}")
+        lines.append(f"{c.name:<{width}}  {ap:>6}  {ap50:>6}  {c.num_gt:>8}")
+    return "\n".join(lines)
