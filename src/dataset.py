@@ -1,0 +1,136 @@
+"""`mindspore.dataset` pipelines that turn the SSD MindRecord files into training and eval batches.
+
+MindSpore's C++ vision ops do the per-pixel work (decode, colour jitter, normalisation, layout,
+eval resize); one Python map does only what needs the boxes: zoom-out, IoU crop, resize, flip and
+the anchor encoding. MindRecord rows: `img_id` int32 (1,), `image` raw JPEG/PNG bytes,
+`annotation` int32 (K, 5) rows [ymin, xmin, ymax, xmax, class_index] in pixels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import mindspore.dataset as ds
+import mindspore.dataset.vision as vision
+
+from src.anchor_generator import default_boxes_from_config
+from src.augment import (drop_degenerate, horizontal_flip, normalise_boxes, random_expand,
+                         random_iou_crop, resize_with_boxes)
+from src.box_utils import BoxCoder
+from src.mindrecord_io import strip_padding_rows
+
+#: RGB normalisation of every SSD checkpoint of the model zoo (ImageNet statistics, 0-255 scale).
+IMAGE_MEAN = (123.675, 116.28, 103.53)
+IMAGE_STD = (58.395, 57.12, 57.375)
+
+TRAIN_COLUMNS = ["image", "box", "label", "num_match"]
+EVAL_COLUMNS = ["img_id", "image", "image_shape"]
+
+
+class RowCounter:
+    """Numbers rows in pipeline order, continuing across epochs (a fresh pipeline restarts at 0).
+
+    It runs as a one-worker map, so the numbering does not depend on thread timing; the parallel
+    augmentation seeds its generators from it.
+    """
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __call__(self, img_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = self._next
+        self._next += 1
+        return img_id, np.array([index], dtype=np.int64)
+
+
+class TrainTransform:
+    """The box-dependent half of training augmentation, as one picklable callable for `map`.
+
+    Each row gets its own generator seeded by (pipeline seed, rank, row number): results do not
+    depend on which worker (thread or process) runs it, every epoch differs, and ranks differ.
+    """
+
+    def __init__(self, config: Any, coder: BoxCoder, seed: int, rank: int = 0) -> None:
+        self.img_shape = tuple(int(v) for v in config.img_shape)
+        self.use_expand = bool(config.use_expand)
+        self.expand_max_ratio = float(config.expand_max_ratio)
+        self.coder = coder
+        self.seed = int(seed)
+        self.rank = int(rank)
+
+    def __call__(self, row_index: np.ndarray, image: np.ndarray, annotation: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.rank, int(np.asarray(row_index).reshape(-1)[0])])
+        rows = strip_padding_rows(annotation)
+        boxes, labels = drop_degenerate(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int32))
+        if self.use_expand:
+            image, boxes = random_expand(image, boxes, rng, self.expand_max_ratio, IMAGE_MEAN)
+        image, boxes, labels = random_iou_crop(image, boxes, labels, rng)
+        image, boxes = resize_with_boxes(image, boxes, self.img_shape)
+        image, boxes = horizontal_flip(image, boxes, rng)
+        loc, anchor_labels, num_match = self.coder.encode(normalise_boxes(boxes, *self.img_shape), labels)
+        return image, loc, anchor_labels, num_match
+
+
+def _with_original_shape(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep (height, width) before resizing: eval maps boxes back to the original image."""
+    return image, np.array(image.shape[:2], dtype=np.float32)
+
+
+def _colour_jitter(config: Any) -> list:
+    """RandomColorAdjust from config.color_jitter [brightness, contrast, saturation, hue]; none if all 0."""
+    brightness, contrast, saturation, hue = (float(v) for v in config.color_jitter)
+    if not any((brightness, contrast, saturation, hue)):
+        return []
+    return [vision.RandomColorAdjust(brightness=brightness, contrast=contrast,
+                                     saturation=saturation, hue=hue)]
+
+
+def _check_file(mindrecord_file: str | Path) -> str:
+    path = Path(mindrecord_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"MindRecord file {path} not found; create it first "
+                                "(train.py --only_create_dataset=True or src/mindrecord_io.py)")
+    return str(path)
+
+
+def create_ssd_dataset(mindrecord_file: str | Path, config: Any, batch_size: int, is_training: bool,
+                       device_num: int = 1, rank: int = 0, num_parallel_workers: int | None = None,
+                       python_multiprocessing: bool = False) -> ds.Dataset:
+    """Batched SSD dataset: training targets per anchor, or eval images with their ids and sizes.
+
+    Train columns: image float32 (B,3,H,W), box float32 (B,N,4), label int32 (B,N),
+    num_match int32 (B,1); incomplete last batch dropped. Eval columns: img_id int32 (B,1),
+    image float32 (B,3,H,W), image_shape float32 (B,2) original (height, width); every image is
+    kept, so the last batch may be smaller.
+
+    Training is reproducible under `ds.config.set_seed` for any worker count, with threads or
+    (`python_multiprocessing`, for the Python augmentation map only) processes. With
+    `device_num > 1` MindDataset pads the shards to equal length by repeating images, so an eval
+    run sharded over ranks sees some img_ids twice.
+    """
+    workers = num_parallel_workers or min(6, os.cpu_count() or 1)
+    shards = {"num_shards": device_num, "shard_id": rank} if device_num > 1 else {}
+    columns = ["img_id", "image", "annotation"] if is_training else ["img_id", "image"]
+    data = ds.MindDataset(_check_file(mindrecord_file), columns_list=columns,
+                          num_parallel_workers=workers, shuffle=is_training, **shards)
+    data = data.map(operations=vision.Decode(), input_columns=["image"], num_parallel_workers=workers)
+    normalise = [vision.Normalize(mean=list(IMAGE_MEAN), std=list(IMAGE_STD)), vision.HWC2CHW()]
+    if is_training:
+        coder = BoxCoder(default_boxes_from_config(config), config.prior_scaling, config.match_threshold)
+        transform = TrainTransform(config, coder, ds.config.get_seed(), rank)
+        data = data.map(operations=RowCounter(), input_columns=["img_id"],
+                        output_columns=["img_id", "row_index"], num_parallel_workers=1)
+        data = data.map(operations=transform, input_columns=["row_index", "image", "annotation"],
+                        output_columns=TRAIN_COLUMNS, num_parallel_workers=workers,
+                        python_multiprocessing=python_multiprocessing)
+        data = data.map(operations=_colour_jitter(config) + normalise, input_columns=["image"],
+                        num_parallel_workers=workers)
+        return data.project(TRAIN_COLUMNS).batch(batch_size, drop_remainder=True)
+    data = data.map(operations=_with_original_shape, input_columns=["image"],
+                    output_columns=["image", "image_shape"], num_parallel_workers=workers)
+    resize = vision.Resize([int(v) for v in config.img_shape], vision.Inter.LINEAR)
+    data = data.map(operations=[resize] + normalise, input_columns=["image"], num_parallel_workers=workers)
+    return data.project(EVAL_COLUMNS).batch(batch_size, drop_remainder=False)
