@@ -1,0 +1,107 @@
+"""Checkpoint loading that refuses a mismatch, filtering for transfer learning, atomic saving.
+
+MindSpore's own loader silently skips parameters whose names do not fit and only warns; a user
+who passes the checkpoint of another network would then evaluate random weights. Everything here
+compares names and shapes first and raises one error that lists the first mismatches.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import mindspore as ms
+from mindspore import nn
+
+#: How many mismatching tensors an error message lists before summarising the rest.
+MAX_LISTED = 8
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's parameter names or shapes do not fit the network it is loaded into."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, ms.Parameter]:
+    """Load a ``.ckpt`` file, with an error that names the file when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (check --checkpoint_file_path / --pre_trained / --resume)")
+    try:
+        return ms.load_checkpoint(str(path))
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointMismatchError(f"{path} is not a readable MindSpore checkpoint: {error}") from error
+
+
+def _describe(problems: list[str], total: int) -> str:
+    listed = "\n  ".join(problems[:MAX_LISTED])
+    more = f"\n  ... and {total - MAX_LISTED} more" if total > MAX_LISTED else ""
+    return f"  {listed}{more}"
+
+
+def check_fits(params: dict[str, ms.Parameter], cell: nn.Cell, path: str | Path, prefix: str = "network.",
+               allow_missing: Iterable[str] = ()) -> None:
+    """Raise unless every ``prefix`` parameter of ``cell`` is in ``params`` with the same shape.
+
+    Checkpoint entries outside ``prefix`` (optimiser moments, learning rate) are ignored;
+    ``allow_missing`` names parameters the caller deliberately removed (filtered heads).
+    """
+    expected = {p.name: tuple(p.shape) for p in cell.get_parameters() if p.name.startswith(prefix)}
+    given = {name: tuple(p.shape) for name, p in params.items() if name.startswith(prefix)}
+    allowed = set(allow_missing)
+    missing = sorted(set(expected) - set(given) - allowed)
+    unexpected = sorted(set(given) - set(expected))
+    wrong_shape = sorted(n for n in set(expected) & set(given) if expected[n] != given[n])
+    if not (missing or unexpected or wrong_shape):
+        return
+    problems = [f"shape {list(given[n])} in the checkpoint, {list(expected[n])} in the network: {n}"
+                for n in wrong_shape]
+    problems += [f"missing from the checkpoint: {n}" for n in missing]
+    problems += [f"not in the network: {n}" for n in unexpected]
+    raise CheckpointMismatchError(
+        f"{path} does not fit this network ({len(wrong_shape)} shape mismatches, {len(missing)} missing, "
+        f"{len(unexpected)} unexpected tensors); was it trained with another model_name or num_classes?\n"
+        + _describe(problems, len(problems)))
+
+
+def load_network_weights(path: str | Path, cell: nn.Cell, prefix: str = "network.",
+                         drop: Sequence[str] = ()) -> list[str]:
+    """Load the ``prefix`` tensors of a checkpoint into ``cell`` after checking they fit.
+
+    ``drop`` lists substrings (the model zoo's ``checkpoint_filter_list``) of tensors to leave at
+    their initial values, e.g. the class heads when fine-tuning to another number of classes.
+    Returns the names that were dropped.
+    """
+    params = read_checkpoint(path)
+    dropped = [name for name in params if any(key in name for key in drop)]
+    for name in dropped:
+        del params[name]
+    check_fits(params, cell, path, prefix, allow_missing=dropped)
+    ms.load_param_into_net(cell, {n: p for n, p in params.items() if n.startswith(prefix)}, strict_load=True)
+    return dropped
+
+
+def load_train_state(params: dict[str, ms.Parameter], train_net: nn.Cell, path: str | Path) -> None:
+    """Load weights, optimiser moments, global step and loss-scale state into a train step cell.
+
+    The per-step ``learning_rate`` array is not taken from the file: the caller rebuilds the same
+    full-run schedule from the config, and a changed schedule should follow the config.
+    """
+    params = {name: p for name, p in params.items() if name != "learning_rate"}
+    check_fits(params, train_net, path, prefix="network.")
+    check_fits(params, train_net, path, prefix="moments.")
+    not_loaded, _ = ms.load_param_into_net(train_net, params, strict_load=True)
+    missing = [name for name in not_loaded if name != "learning_rate"]
+    if missing:
+        raise CheckpointMismatchError(f"{path} lacks training state for {len(missing)} tensors, e.g. {missing[:5]}; "
+                                      "--resume needs a checkpoint written by train.py")
+
+
+def save_atomically(cell: nn.Cell, path: str | Path, append_dict: dict | None = None) -> Path:
+    """Write a checkpoint under a temporary name and rename it, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # MindSpore appends ".ckpt" to any other name, so the temporary name keeps that suffix.
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.ckpt")
+    ms.save_checkpoint(cell, str(partial), append_dict=append_dict)
+    os.replace(partial, path)
+    return path
