@@ -8,16 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from src.model_utils.config import parse_args
-from src.model_utils.device_adapter import prepare_process, setup_logger
+from src.model_utils.device_adapter import start_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv, description=__doc__)
-    process = prepare_process(config)
-    logger = setup_logger(config.output_path, process.rank, "eval")
-    if process.isa_note:
-        logger.info(process.isa_note)
+    config, _, logger = start_run(argv, __doc__, "eval")
     if not config.checkpoint_file_path:
         raise SystemExit("eval.py needs --checkpoint_file_path <ckpt> (the weights to evaluate)")
     from src.checkpoint import load_network_weights

@@ -111,7 +111,8 @@ def create_ssd_dataset(mindrecord_file: str | Path, config: Any, batch_size: int
     `device_num > 1` MindDataset pads the shards to equal length by repeating images, so an eval
     run sharded over ranks sees some img_ids twice.
     """
-    workers = num_parallel_workers or min(6, os.cpu_count() or 1)
+    # MindSpore refuses more workers than cores, so a config written for a big host still runs here.
+    workers = min(num_parallel_workers or 6, os.cpu_count() or 1)
     shards = {"num_shards": device_num, "shard_id": rank} if device_num > 1 else {}
     columns = ["img_id", "image", "annotation"] if is_training else ["img_id", "image"]
     data = ds.MindDataset(_check_file(mindrecord_file), columns_list=columns,

@@ -28,12 +28,23 @@ def _unscale_tensor(scale: ms.Tensor, grad: ms.Tensor) -> ms.Tensor:
     return grad * ops.cast(ops.reciprocal(scale), ops.dtype(grad))
 
 
+_count_nonfinite = ops.MultitypeFuncGraph("count_nonfinite")
+
+
+@_count_nonfinite.register("Tensor")
+def _count_nonfinite_tensor(grad: ms.Tensor) -> ms.Tensor:
+    return ops.cast(ops.logical_not(ops.isfinite(grad)), ms.float32).sum()
+
+
 class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
     """``(*inputs) -> (loss, overflow, loss_scale)``; the update is skipped when ``overflow``."""
 
     def __init__(self, network_with_loss: nn.Cell, optimizer: nn.Optimizer, scale_sense: Any,
                  use_global_norm: bool = False, clip_norm: float = 1.0) -> None:
         super().__init__(network_with_loss, optimizer, scale_sense)
+        # MindSpore's overflow check uses Ascend/GPU status kernels that the CPU backend lacks; on CPU
+        # an inf/NaN scan of the (already all-reduced) gradients gives the same answer on every rank.
+        self.scan_for_nonfinite = ms.get_context("device_target") == "CPU"
         self.use_global_norm = bool(use_global_norm)
         self.clip_norm = float(clip_norm)
 
@@ -46,7 +57,10 @@ class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
         grads = self.grad(self.network, weights)(*inputs, sens)
         grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         grads = self.grad_reducer(grads)
-        overflow_flag = self.get_overflow_status(status, grads)
+        if self.scan_for_nonfinite:
+            overflow_flag = ops.addn(self.hyper_map(_count_nonfinite, grads)) > 0
+        else:
+            overflow_flag = self.get_overflow_status(status, grads)
         overflow = self.process_loss_scale(overflow_flag)
         if self.use_global_norm:
             grads = ops.clip_by_global_norm(grads, self.clip_norm)

@@ -26,6 +26,7 @@ from src.init_params import init_network_weights
 from src.loss import SSDWithLossCell
 from src.lr_schedule import warmup_cosine_lr
 from src.mindrecord_io import ensure_mindrecord
+from src.pretrained import load_backbone_weights
 from src.model_utils.device_adapter import ProcessInfo
 from src.ssd import build_ssd, freeze_backbone
 from src.train_step import build_optimizer, build_train_step
@@ -75,6 +76,24 @@ class _MetricsLog:
         self.handle.close()
 
 
+def guard_loss(loss: float, overflow: bool, scale: float, skips: int, dynamic_scale: bool, where: str) -> int:
+    """Decide whether training may go on after a step; returns the count of consecutive skipped steps.
+
+    An overflowing step has already been skipped by the train step. That is tolerated while a
+    dynamic loss scale can still shrink (or, with a fixed scale, while the loss itself is finite),
+    for at most ``MAX_OVERFLOW_SKIPS`` steps in a row; a NaN/Inf loss otherwise stops the run at
+    once with the step named, instead of training on NaN for hours.
+    """
+    if math.isfinite(loss) and not overflow:
+        return 0
+    recoverable = overflow and skips < MAX_OVERFLOW_SKIPS and (scale > 1.0 if dynamic_scale else math.isfinite(loss))
+    if recoverable:
+        return skips + 1
+    raise TrainingDiverged(
+        f"loss is {loss} at {where}" + (f" after {skips} overflow-skipped steps" if skips else "")
+        + "; training stopped. Lower --lr, check the data, or resume from the last checkpoint with --resume")
+
+
 class Trainer:
     """Owns the network, optimiser and data of one training run."""
 
@@ -90,7 +109,11 @@ class Trainer:
             raise ValueError(f"the training set has fewer images than batch_size={config.batch_size} per device; "
                              "lower --batch_size or add images")
         self.network = build_ssd(config)
-        init_network_weights(self.network)
+        init_network_weights(self.network, int(config.num_classes))
+        if config.feature_extractor_base_param:  # relative: current directory first, then load_path
+            report = load_backbone_weights(self.network, config.feature_extractor_base_param, config.model_name,
+                                           search_dirs=(config.load_path,))
+            self.log.info(report.summary())
         if config.freeze_layer == "backbone":
             freeze_backbone(self.network)
         if config.use_float16:
@@ -182,12 +205,16 @@ class Trainer:
         window_start, window_losses = time.time(), []
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{config.epoch_size}", unit="step",
                    disable=self.process.rank != 0, leave=False)
-        for step_in_epoch in range(1, self.steps_per_epoch + 1):
+        for step_in_epoch, batch in enumerate(iterator, start=1):  # the iterator stops at each epoch's end
             lr = float(self.lr[global_step])
-            loss_t, overflow_t, scale_t = self.train_net(*next(iterator))
+            loss_t, overflow_t, scale_t = self.train_net(*batch)
             loss = float(loss_t.asnumpy())
-            overflow_skips = self._check_loss(loss, bool(overflow_t.asnumpy()), float(scale_t.asnumpy().reshape(-1)[0]),
-                                              overflow_skips, epoch, step_in_epoch, global_step + 1)
+            where = f"epoch {epoch} step {step_in_epoch} (global step {global_step + 1})"
+            scale = float(scale_t.asnumpy().reshape(-1)[0])
+            overflow_skips = guard_loss(loss, bool(overflow_t.asnumpy()), scale, overflow_skips,
+                                        bool(config.use_float16), where)
+            if overflow_skips:
+                self.log.warning(f"gradient overflow at {where}: update skipped, loss scale {scale}")
             global_step += 1
             window_losses.append(loss)
             bar.update(1)
@@ -203,20 +230,6 @@ class Trainer:
                 metrics.write(step=global_step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.8f}")
         bar.close()
         return loss, global_step
-
-    def _check_loss(self, loss: float, overflow: bool, scale: float, skips: int, epoch: int, step: int,
-                    global_step: int) -> int:
-        """Stop on a NaN/Inf loss unless a dynamic loss scale is still shrinking; returns the skip count."""
-        if math.isfinite(loss) and not overflow:
-            return 0
-        if overflow and self.config.use_float16 and scale > 1.0 and skips < MAX_OVERFLOW_SKIPS:
-            self.log.warning(f"gradient overflow at global step {global_step}: update skipped, loss scale now {scale}")
-            return skips + 1
-        raise TrainingDiverged(
-            f"loss is {loss} at epoch {epoch} step {step} (global step {global_step})"
-            + (f" after {skips} overflow-skipped steps" if skips else "")
-            + f"; training stopped. Lower --lr (now {self.config.lr}), check the data, or resume from the last "
-            f"checkpoint in {self.checkpoint_dir}")
 
     def _should_evaluate(self, epoch: int) -> bool:
         config = self.config

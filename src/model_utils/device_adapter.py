@@ -44,8 +44,10 @@ def prepare_process(config: Any) -> ProcessInfo:
     isa_note = cap_onednn_isa(config.device_target)
     import mindspore as ms  # imported here so that the ISA cap above is in place first
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target=config.device_target)
-    if config.device_target != "CPU" and not config.run_distribute:
+    ms.set_context(mode=ms.GRAPH_MODE)
+    if config.device_target == "CPU" or config.run_distribute:
+        ms.set_device(config.device_target)  # distributed launchers assign the device id per rank
+    else:
         ms.set_device(config.device_target, int(config.device_id))
     ms.set_seed(int(config.seed))
     info = ProcessInfo(rank=0, group_size=1, isa_note=isa_note)
@@ -60,6 +62,15 @@ def prepare_process(config: Any) -> ProcessInfo:
     return info
 
 
+class _ProgressBarSafeHandler(logging.StreamHandler):
+    """Console handler that prints above an active tqdm bar instead of through the middle of it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
 def setup_logger(output_path: str | Path, rank: int, name: str = "train") -> logging.Logger:
     """Log to the console and to ``<output_path>/log/<name>_rank<rank>.log`` (one file per rank)."""
     log_dir = Path(output_path) / "log"
@@ -70,7 +81,19 @@ def setup_logger(output_path: str | Path, rank: int, name: str = "train") -> log
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     formatter = logging.Formatter(f"%(asctime)s [rank {rank}] %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_dir / f"{name}_rank{rank}.log")):
+    for handler in (_ProgressBarSafeHandler(), logging.FileHandler(log_dir / f"{name}_rank{rank}.log")):
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     return logger
+
+
+def start_run(argv: list[str] | None, description: str, log_name: str) -> tuple[Any, ProcessInfo, logging.Logger]:
+    """What every entry script does first: parse the config, prepare the device, open the rank's log."""
+    from src.model_utils.config import parse_args
+
+    config = parse_args(argv, description=description)
+    process = prepare_process(config)
+    logger = setup_logger(config.output_path, process.rank, log_name)
+    if process.isa_note:
+        logger.info(process.isa_note)
+    return config, process, logger
