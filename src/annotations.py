@@ -9,9 +9,11 @@ what was fixed or skipped. Malformed files (xml that does not parse, txt tokens 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import xml.etree.ElementTree as ET
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -122,6 +124,25 @@ def _finish_record(img_id: int, image_path: Path, height: int, width: int, boxes
     return ImageRecord(img_id, image_path, int(height), int(width), boxes_arr, labels_arr)
 
 
+def load_coco_quietly(gt_json: Path) -> COCO:
+    """Load an annotation file without pycocotools' prints; one clear error for a bad file."""
+    gt_json = Path(gt_json)
+    if not gt_json.is_file():
+        raise FileNotFoundError(f"COCO annotation file {gt_json} not found: check data_path/coco_root "
+                                f"and instances_set in the config")
+    with redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt_json))
+    for key in ("images", "categories", "annotations"):
+        if key not in coco.dataset:
+            raise ValueError(f"{gt_json} has no '{key}' list: it is not a COCO instances file")
+    broken = next((ann.get("id") for ann in coco.dataset["annotations"]
+                   if "bbox" not in ann or "area" not in ann), None)
+    if broken is not None:
+        raise ValueError(f"annotation id {broken} in {gt_json} lacks 'bbox' or 'area', which COCOeval "
+                         f"needs: regenerate the json with both fields")
+    return coco
+
+
 def read_coco(anno_json: Path, image_dir: Path, classes: Sequence[str],
               report: ConversionReport) -> list[ImageRecord]:
     """Read every image of a COCO instances json, in image-id order.
@@ -129,7 +150,7 @@ def read_coco(anno_json: Path, image_dir: Path, classes: Sequence[str],
     Categories are matched to `classes` by NAME, so a json with non-contiguous COCO ids (1..90) maps
     onto training labels 1..80. Crowd boxes are counted and left out: COCOeval ignores them anyway.
     """
-    coco = COCO(str(anno_json))
+    coco = load_coco_quietly(anno_json)
     class_index = {name: i for i, name in enumerate(classes)}
     cat_to_label = {cat["id"]: class_index.get(cat["name"], -1) for cat in coco.loadCats(coco.getCatIds())}
     records = []

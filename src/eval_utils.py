@@ -27,6 +27,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from src.annotations import load_coco_quietly
+
 # Candidates kept per class before NMS: bounds the greedy loop on 51150-anchor FPN outputs while
 # staying far above the 100 detections an image may finally keep.
 PRE_NMS_TOP_K = 400
@@ -149,25 +151,6 @@ def postprocess_image(boxes_yxyx: np.ndarray, scores: np.ndarray, image_hw: tupl
     keep = batched_nms(pixel_xyxy, cand_scores, labels, nms_threshold, max_boxes)
     return Detections(pixel_xyxy[keep].astype(np.float32).reshape(-1, 4),
                       cand_scores[keep].astype(np.float32), labels[keep].astype(np.int64))
-
-
-def load_coco_quietly(gt_json: Path) -> COCO:
-    """Load an annotation file without pycocotools' prints; one clear error for a bad file."""
-    gt_json = Path(gt_json)
-    if not gt_json.is_file():
-        raise FileNotFoundError(f"COCO annotation file {gt_json} not found: check data_path/coco_root "
-                                f"and instances_set in the config")
-    with redirect_stdout(io.StringIO()):
-        coco = COCO(str(gt_json))
-    for key in ("images", "categories", "annotations"):
-        if key not in coco.dataset:
-            raise ValueError(f"{gt_json} has no '{key}' list: it is not a COCO instances file")
-    broken = next((ann.get("id") for ann in coco.dataset["annotations"]
-                   if "bbox" not in ann or "area" not in ann), None)
-    if broken is not None:
-        raise ValueError(f"annotation id {broken} in {gt_json} lacks 'bbox' or 'area', which COCOeval "
-                         f"needs: regenerate the json with both fields")
-    return coco
 
 
 def category_ids_by_name(coco_gt: COCO, classes: Sequence[str]) -> np.ndarray:

@@ -249,8 +249,9 @@ class _Source:
             size = sum(path.stat().st_size for path in xml_files)
         else:
             size = self.annotations.stat().st_size
-        return {"dataset": self.kind, "annotations": str(self.annotations), "images": str(self.images),
-                "annotation_bytes": size, "classes": [str(name) for name in classes]}
+        # resolved, so that ./data and /abs/data name the same source
+        return {"dataset": self.kind, "annotations": str(self.annotations.resolve()),
+                "images": str(self.images.resolve()), "annotation_bytes": size, "classes": [str(name) for name in classes]}
 
     def read(self, classes: Sequence[str], report: ConversionReport) -> list[ImageRecord]:
         """All images of the split through the reader of its format."""
