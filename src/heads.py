@@ -28,6 +28,10 @@ class MultiBox(nn.Cell):
             [last_conv2d(c, config.num_classes * a) for c, a in zip(channels, anchors)])
         self.flatten_concat = FlattenConcat(config.num_ssd_boxes)
 
+    def class_biases(self) -> list:
+        """Bias of every class-score conv, (anchors x num_classes) values each, anchor-major."""
+        return [layer[3].bias for layer in self.multi_cls_layers]
+
     def construct(self, features: tuple) -> tuple:
         locs, logits = (), ()
         for i, feature in enumerate(features):

@@ -1,22 +1,38 @@
-"""Weight initialisation of the SSD networks before training (the model zoo's recipe)."""
+"""Weight initialisation of the SSD networks before training from scratch.
+
+The model zoo re-draws every weight from N(0, 0.02). Behind BatchNorm such small weights get
+gradients inversely proportional to their size, so the first hundred steps at the zoo's LR throw
+the stem weights around by many times their magnitude, and the sigmoid heads start at p = 0.5
+for every anchor and class, so the focal loss of ~10^5 easy negatives swamps the positives.
+Here convolutions get He-normal (fan-out) weights, as torchvision's MobileNets do, and the
+class-score biases start at the RetinaNet prior: background column likely, object columns
+unlikely. Checkpoint names and shapes are unaffected.
+"""
 from __future__ import annotations
 
+import math
+
+import mindspore as ms
+import numpy as np
 from mindspore import nn
-from mindspore.common.initializer import TruncatedNormal, initializer
+from mindspore.common.initializer import HeNormal, initializer
 
-#: Parameters whose name contains one of these keep their constructor value (BN 1/0, bias 0).
-_KEEP_SUBSTRINGS = ("beta", "gamma", "bias")
+#: Initial probability of every object class at every anchor (RetinaNet's pi).
+PRIOR_PROBABILITY = 0.01
 
 
-def init_network_weights(network: nn.Cell, sigma: float = 0.02) -> None:
-    """Re-draw every trainable weight from a normal(0, sigma) truncated at +-2 sigma.
+def init_network_weights(network: nn.Cell, num_classes: int, prior: float = PRIOR_PROBABILITY) -> None:
+    """He-normal conv weights, then class biases at ``prior`` (background at ``1 - prior``).
 
-    The zoo trains ssd300 from scratch with this init (and calls it before loading any
-    checkpoint). MindSpore 2.x ``TruncatedNormal`` takes absolute bounds (default +-2), so the
-    +-2 sigma of the original recipe is passed explicitly. Frozen parameters and BatchNorm
-    statistics are left alone.
+    Frozen parameters, BatchNorm parameters and statistics, and the other biases are left at
+    their constructor values (BN 1/0, bias 0).
     """
-    init = TruncatedNormal(sigma=sigma, a=-2.0 * sigma, b=2.0 * sigma)
-    for param in network.trainable_params():
-        if not any(key in param.name for key in _KEEP_SUBSTRINGS):
-            param.set_data(initializer(init, param.shape, param.dtype))
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, nn.Conv2d) and cell.weight.requires_grad:
+            he_normal = HeNormal(mode="fan_out", nonlinearity="relu")
+            cell.weight.set_data(initializer(he_normal, cell.weight.shape, cell.weight.dtype))
+    object_logit = -math.log((1.0 - prior) / prior)
+    for bias in network.multi_box.class_biases():
+        values = np.full((bias.shape[0] // num_classes, num_classes), object_logit, np.float32)
+        values[:, 0] = -object_logit
+        bias.set_data(ms.Tensor(values.reshape(-1), bias.dtype))

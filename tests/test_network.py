@@ -179,21 +179,24 @@ def test_freeze_backbone_removes_only_backbone_from_trainable_params() -> None:
     assert any(p.name.startswith("multi_residual.") for p in trainable)
 
 
-def test_init_network_weights_redraws_only_weights() -> None:
-    network = build_ssd(ssd300_config())
+def test_init_network_weights_he_normal_and_class_prior() -> None:
+    config = ssd300_config()
+    network = build_ssd(config)
     before = {p.name: p.asnumpy().copy() for p in network.get_parameters()}
-    init_network_weights(network)
-    weights = []
-    for param in network.get_parameters():
+    init_network_weights(network, config.num_classes, prior=0.01)
+    class_biases = {p.name for p in network.multi_box.class_biases()}
+    for name, param in ((p.name, p) for p in network.get_parameters()):
         value = param.asnumpy()
-        if param.requires_grad and param.name.endswith("weight"):
-            assert not np.array_equal(value, before[param.name]), param.name
-            weights.append(value.ravel())
+        if name in class_biases:
+            per_anchor = value.reshape(-1, config.num_classes)
+            np.testing.assert_allclose(1 / (1 + np.exp(-per_anchor[:, 0])), 0.99, rtol=1e-5)
+            np.testing.assert_allclose(1 / (1 + np.exp(-per_anchor[:, 1:])), 0.01, rtol=1e-4)
+        elif param.requires_grad and name.endswith("weight"):
+            assert not np.array_equal(value, before[name]), name
+            fan_out = value.shape[0] * value.shape[2] * value.shape[3]
+            assert abs(value.std() / np.sqrt(2.0 / fan_out) - 1) < 0.2 or value.size < 200, name
         else:
-            np.testing.assert_array_equal(value, before[param.name], err_msg=param.name)
-    weights = np.concatenate(weights)
-    assert np.abs(weights).max() <= 0.04 + 1e-7  # truncated at 2 sigma
-    assert abs(weights.std() - 0.0176) < 0.001  # std of N(0, 0.02) cut at +-2 sigma
+            np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
 def test_flatten_concat_orders_level_row_column_anchor(graph_mode) -> None:
