@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The built-in demo, end to end on CPU: set-up, synthetic data, MindRecord, training, COCO evaluation.
+#   bash scripts/run_demo.sh
+# Idempotent: a second run reuses the environment, the data, the MindRecord and a finished training.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup_env.sh"
+cd "$root"
+py="${SSD_VENV:-$root/.venv}/bin/python"
+config="config/ssd300_demo_config_cpu.yaml"
+export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
+
+# data_path, coco_root, epoch_size and output_path come from the config, so this script stays in step with it
+read -r data_root epochs output < <("$py" - "$config" <<'PY'
+import sys
+from src.model_utils.config import load_config
+c = load_config(sys.argv[1])
+print(f"{c.data_path}/{c.coco_root}", c.epoch_size, c.output_path)
+PY
+)
+echo "[demo] synthetic shapes data in $data_root"
+"$py" -m src.demo_data --root "$data_root" --num_train 1000 --num_val 200 --seed 0
+
+last_ckpt() { ls "$output"/ckpt_0/ssd-"$epochs"_*.ckpt 2>/dev/null | head -n 1; }
+if [ -z "$(last_ckpt)" ]; then
+  echo "[demo] training ($epochs epochs; progress bar below, log in $output/log/)"
+  "$py" train.py --config_path "$config"
+else
+  echo "[demo] reusing the finished training run: $(last_ckpt)"
+fi
+echo "[demo] evaluating $(last_ckpt) on the demo validation images"
+"$py" eval.py --config_path "$config" --checkpoint_file_path "$(last_ckpt)"

@@ -1,0 +1,153 @@
+"""train.py and eval.py end to end, as users run them: real MindRecord, GRAPH_MODE steps, pycocotools.
+
+A small demo set (48 training images) trains for 3 epochs of 6 steps once per session; the
+other tests reuse that run (resume equivalence, evaluation, checkpoint refusal).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mindspore as ms
+import pytest
+
+from src.demo_data import generate_demo_dataset
+from src.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
+from tests.conftest import PROJECT_ROOT
+
+DEMO_CONFIG = PROJECT_ROOT / "config" / "ssd300_demo_config_cpu.yaml"
+CPU_CONFIG = PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml"
+EPOCHS, STEPS_PER_EPOCH = 3, 6
+
+
+def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an entry script the way a user does; the output is kept for assertion messages."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def demo_args(data_root: Path, output: Path, *extra: str) -> list[str]:
+    return ["--config_path", str(DEMO_CONFIG), "--data_path", str(data_root), "--coco_root", "coco",
+            "--mindrecord_dir", "MindRecord", "--output_path", str(output), "--epoch_size", str(EPOCHS),
+            "--batch_size", "8", "--eval_batch_size", "8", "--save_checkpoint_epochs", "1",
+            "--log_interval", "1", "--warmup_epochs", "1", "--lr", "0.05", *extra]
+
+
+def read_metrics(output: Path) -> list[dict]:
+    with (output / "metrics_rank0.csv").open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["loss"]]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo_dataset(root / "coco", num_train=48, num_val=16, seed=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_root, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("run")
+    done = run_script("train.py", *demo_args(demo_root, output))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return output
+
+
+def test_training_lowers_the_loss_and_saves_checkpoints(trained_run):
+    rows = read_metrics(trained_run)
+    assert [int(r["step"]) for r in rows] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    losses = [float(r["loss"]) for r in rows]
+    assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4, losses
+    names = sorted(p.name for p in (trained_run / "ckpt_0").glob("ssd-*.ckpt"))
+    assert names == [f"ssd-{e}_{STEPS_PER_EPOCH}.ckpt" for e in range(1, EPOCHS + 1)]
+    assert (trained_run / "log" / "train_rank0.log").read_text().count("training done") == 1
+
+
+def test_resume_after_kill_reproduces_steps_and_learning_rates(demo_root, trained_run, tmp_path):
+    output = tmp_path / "killed"
+    first = output / "ckpt_0" / f"ssd-1_{STEPS_PER_EPOCH}.ckpt"
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "train.py"), *demo_args(demo_root, output)],
+                               cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists(), "the run never wrote its first checkpoint"
+    assert not (output / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt").exists(), "killed too late"
+
+    resumed = run_script("train.py", *demo_args(demo_root, output, "--resume", str(first)))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {first}: epoch 1, global step {STEPS_PER_EPOCH}" in resumed.stdout
+    reference, after_resume = read_metrics(trained_run), read_metrics(output)
+    assert [r["step"] for r in after_resume] == [r["step"] for r in reference]
+    assert [r["lr"] for r in after_resume] == [r["lr"] for r in reference]
+    assert f"global step {EPOCHS * STEPS_PER_EPOCH}" in resumed.stdout
+
+
+def test_eval_prints_the_coco_table_for_a_trained_checkpoint(demo_root, trained_run):
+    checkpoint = trained_run / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
+    done = run_script("eval.py", *demo_args(demo_root, trained_run / "eval", "--checkpoint_file_path",
+                                            str(checkpoint)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("Average Precision") == 6 and done.stdout.count("Average Recall") == 6
+    assert "mAP: " in done.stdout
+    assert (trained_run / "eval" / "eval_detections.json").is_file()
+
+
+def test_eval_refuses_a_checkpoint_of_another_head(demo_root, trained_run):
+    checkpoint = trained_run / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
+    done = run_script("eval.py", *demo_args(demo_root, trained_run / "eval81", "--checkpoint_file_path",
+                                            str(checkpoint)), "--config_path", str(CPU_CONFIG))
+    assert done.returncode != 0
+    assert "does not fit this network" in done.stderr
+    assert "network.multi_box.multi_cls_layers.0.3.weight" in done.stderr
+
+
+def test_guard_loss_rules():
+    assert guard_loss(1.0, False, 1024.0, 3, dynamic_scale=True, where="x") == 0
+    assert guard_loss(float("inf"), True, 512.0, 0, dynamic_scale=True, where="x") == 1
+    assert guard_loss(2.0, True, 1024.0, 0, dynamic_scale=False, where="x") == 1
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 2 step 7"):
+        guard_loss(float("nan"), True, 1024.0, 0, dynamic_scale=False, where="epoch 2 step 7")
+    with pytest.raises(TrainingDiverged, match="after 32 overflow-skipped steps"):
+        guard_loss(float("inf"), True, 2.0, MAX_OVERFLOW_SKIPS, dynamic_scale=True, where="step 9")
+    with pytest.raises(TrainingDiverged):
+        guard_loss(float("inf"), True, 1.0, 0, dynamic_scale=True, where="step 9")
+
+
+def layout_rows(layout_dir: Path, model: str) -> dict[str, list[int]]:
+    rows = {}
+    for line in (layout_dir / f"{model}.tsv").read_text().splitlines():
+        if line.startswith("network."):
+            name, shape = line.split("\t")[:2]
+            rows[name] = eval(shape)  # noqa: S307 - the shape column is a plain list literal
+    return rows
+
+
+def test_coco128_convert_train_evaluate_with_crowd_boxes(coco128_root, checkpoint_layout_dir, tmp_path):
+    common = ["--config_path", str(CPU_CONFIG), "--data_path", str(tmp_path), "--coco_root", str(coco128_root),
+              "--train_data_type", "train2017", "--val_data_type", "train2017",
+              "--mindrecord_dir", str(tmp_path / "mindrecord"), "--output_path", str(tmp_path / "out"),
+              "--batch_size", "8", "--eval_batch_size", "8"]
+    trained = run_script("train.py", *common, "--epoch_size", "2", "--save_checkpoint_epochs", "2",
+                         "--log_interval", "5")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    checkpoint = tmp_path / "out" / "ckpt_0" / "ssd-2_15.ckpt"
+    params = ms.load_checkpoint(str(checkpoint))
+    network_shapes = {n: list(p.shape) for n, p in params.items() if n.startswith("network.")}
+    assert network_shapes == layout_rows(checkpoint_layout_dir, "ssd300")
+
+    weights_only = tmp_path / "weights_only.ckpt"
+    ms.save_checkpoint([{"name": n, "data": p} for n, p in params.items() if n.startswith("network.")],
+                       str(weights_only))
+    evaluated = run_script("eval.py", *common, "--checkpoint_file_path", str(weights_only))
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    assert "10 crowd boxes handled by COCOeval" in evaluated.stdout
+    assert "128 images" in evaluated.stdout
+    assert evaluated.stdout.count("Average Precision") == 6
