@@ -10,16 +10,20 @@ py="${SSD_VENV:-$root/.venv}/bin/python"
 config="config/ssd300_demo_config_cpu.yaml"
 export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
 
-# data_path, coco_root, epoch_size and output_path come from the config, so this script stays in step with it
-read -r data_root epochs output < <("$py" - "$config" <<'PY'
+# data_path, coco_root, epoch_size, output_path and the backbone weights come from the config, so this script stays in step with it
+read -r data_root epochs output backbone < <("$py" - "$config" <<'PY'
 import sys
 from src.model_utils.config import load_config
 c = load_config(sys.argv[1])
-print(f"{c.data_path}/{c.coco_root}", c.epoch_size, c.output_path)
+print(f"{c.data_path}/{c.coco_root}", c.epoch_size, c.output_path, c.feature_extractor_base_param)
 PY
 )
 echo "[demo] synthetic shapes data in $data_root"
 "$py" -m src.demo_data --root "$data_root" --num_train 1000 --num_val 200 --seed 0
+if [ ! -f "$backbone" ]; then
+  echo "[demo] converting torchvision's ImageNet MobileNetV2 weights to $backbone"
+  "$py" convert_torchvision_backbone.py --output "$backbone"
+fi
 
 last_ckpt() { ls "$output"/ckpt_0/ssd-"$epochs"_*.ckpt 2>/dev/null | head -n 1; }
 if [ -z "$(last_ckpt)" ]; then

@@ -55,14 +55,14 @@ class TrainSummary:
 
 
 class _MetricsLog:
-    """Per-step CSV (``metrics_rank<r>.csv``); a resumed run drops rows past its restored step."""
+    """Per-step CSV ``metrics_rank<r>.csv`` (steps from 1); a resumed run drops rows past its restored step."""
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
         rows = []
         if resume_step is not None and path.is_file():
             with path.open(newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["step"]) < resume_step]
+                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
         self.handle = path.open("w", newline="")
         self.writer = csv.DictWriter(self.handle, fieldnames=METRICS_COLUMNS)
         self.writer.writeheader()

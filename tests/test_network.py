@@ -193,8 +193,8 @@ def test_init_network_weights_he_normal_and_class_prior() -> None:
             np.testing.assert_allclose(1 / (1 + np.exp(-per_anchor[:, 1:])), 0.01, rtol=1e-4)
         elif param.requires_grad and name.endswith("weight"):
             assert not np.array_equal(value, before[name]), name
-            fan_out = value.shape[0] * value.shape[2] * value.shape[3]
-            assert abs(value.std() / np.sqrt(2.0 / fan_out) - 1) < 0.2 or value.size < 200, name
+            fan_in = value.shape[1] * value.shape[2] * value.shape[3]
+            assert abs(value.std() / np.sqrt(2.0 / fan_in) - 1) < 0.2 or value.size < 200, name
         else:
             np.testing.assert_array_equal(value, before[name], err_msg=name)
 
