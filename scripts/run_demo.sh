@@ -8,7 +8,6 @@ bash "$root/scripts/setup_env.sh"
 cd "$root"
 py="${SSD_VENV:-$root/.venv}/bin/python"
 config="config/ssd300_demo_config_cpu.yaml"
-export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
 
 # data_path, coco_root, epoch_size, output_path and the backbone weights come from the config, so this script stays in step with it
 read -r data_root epochs output backbone < <("$py" - "$config" <<'PY'
