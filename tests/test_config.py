@@ -7,6 +7,7 @@ import importlib.util
 import pickle
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +19,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 ASCEND = CONFIG_DIR / "ssd300_config.yaml"
 GPU = CONFIG_DIR / "ssd300_config_gpu.yaml"
 CPU = CONFIG_DIR / "ssd300_config_cpu.yaml"
-ALL_FILES = [ASCEND, GPU, CPU]
+SHIPPED_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
 
 # The seed's ssd300 keys in the seed's order (REFERENCE_SSD.md §1); ours must keep them and that order.
 SEED_KEYS = """enable_modelarts data_url train_url checkpoint_url run_distribute enable_profiling data_path output_path
@@ -31,16 +32,114 @@ only_create_dataset eval_start_epoch eval_interval run_eval filter_weight freeze
 img_path drop feature_extractor_base_param checkpoint_filter_list mindrecord_dir coco_root train_data_type
 val_data_type instances_set classes num_classes voc_json voc_root image_dir anno_path file_name file_format""".split()
 
+# Keys our code added; every shipped file has them with these values.
 NEW_KEYS_SAME_VALUE = {
-    "expand_max_ratio": 4.0, "use_global_norm": False, "weight_decay_bn_bias": False, "resume": "",
-    "log_interval": 10, "keep_checkpoint_max": 5, "seed": 1, "num_parallel_workers": 4, "val_image_dir": "",
-    "val_anno_path": "", "save_ckpt_all_ranks": False,
+    "expand_max_ratio": 4.0, "weight_decay_bn_bias": False, "resume": "", "log_interval": 10,
+    "keep_checkpoint_max": 5, "seed": 1, "num_parallel_workers": 4, "val_image_dir": "", "val_anno_path": "",
+    "save_ckpt_all_ranks": False, "num_addition_layers": 4,
 }
 
-CPU_CHANGES = {
-    "device_target": "CPU", "batch_size": 8, "epoch_size": 60, "mode_sink": "no_sink", "eval_start_epoch": 1,
-    "eval_interval": 5, "save_checkpoint_epochs": 5, "use_expand": True, "color_jitter": [0.4, 0.4, 0.4, 0.05],
-    "eval_batch_size": 8,
+# ---- the seed's recipe (REFERENCE_SSD.md §1) ----
+# Keys with the same value in all ten seed files.
+SEED_COMMON = {
+    "match_threshold": 0.5, "nms_threshold": 0.6, "min_score": 0.1, "max_boxes": 100, "warmup_epochs": 2,
+    "momentum": 0.9, "ssd_vgg_bn": False, "pretrain_vgg_bn": False, "extras_strides": [1, 1, 2, 2, 2, 2],
+    "extras_ratio": [0.2, 0.2, 0.2, 0.25, 0.5, 0.25], "max_scale": 0.95, "prior_scaling": [0.1, 0.2],
+    "gamma": 2.0, "dataset": "coco", "lr": 0.05, "mode_sink": "sink", "device_id": 0, "device_num": 1,
+    "epoch_size": 500, "loss_scale": 1024, "pre_trained": "", "pre_trained_epoch_size": 0,
+    "save_checkpoint_epochs": 10, "only_create_dataset": False, "eval_start_epoch": 40, "eval_interval": 1,
+    "run_eval": False, "filter_weight": False, "freeze_layer": "None", "save_best_ckpt": True,
+    "train_data_type": "train2017", "val_data_type": "val2017", "num_classes": 81, "file_name": "ssd",
+    "file_format": "MINDIR", "data_path": "./data", "output_path": "./output",
+}
+_LADDER_ANCHORS = {  # the SSD scale ladder of the 300 px networks
+    "img_shape": [300, 300], "num_default": [3, 6, 6, 6, 6, 6], "min_scale": 0.2,
+    "aspect_ratios": [[], [2, 3], [2, 3], [2, 3], [2, 3], [2, 3]], "alpha": 0.75, "lr_init": 0.001,
+    "lr_end_rate": 0.001, "weight_decay": 0.00015, "use_anchor_generator": False, "use_global_norm": False,
+    "checkpoint_filter_list": ["multi_loc_layers", "multi_cls_layers"], "feature_extractor_base_param": "",
+}
+_FPN = {  # both 640 px FPN networks: grid anchors, global-norm clipping
+    "img_shape": [640, 640], "num_ssd_boxes": 51150, "num_default": [6, 6, 6, 6, 6],
+    "extras_in_channels": [256, 512, 1024, 256, 256], "extras_out_channels": [256, 256, 256, 256, 256],
+    "feature_size": [80, 40, 20, 10, 5], "min_scale": 0.2, "aspect_ratios": [[2, 3]] * 6,
+    "steps": [8, 16, 32, 64, 128], "alpha": 0.25, "lr_init": 0.01333, "lr_end_rate": 0.0,
+    "use_anchor_generator": True, "use_global_norm": True,
+    "checkpoint_filter_list": ["network.multi_box.cls_layers.0.weight", "network.multi_box.cls_layers.0.bias",
+                               "network.multi_box.loc_layers.0.weight", "network.multi_box.loc_layers.0.bias"],
+}
+NETWORK_RECIPES = {
+    "ssd300": {**_LADDER_ANCHORS, "num_ssd_boxes": 1917, "all_reduce_fusion_config": [29, 58, 89],
+               "extras_in_channels": [256, 576, 1280, 512, 256, 256],
+               "extras_out_channels": [576, 1280, 512, 256, 256, 128], "feature_size": [19, 10, 5, 3, 2, 1],
+               "steps": [16, 32, 64, 100, 150, 300]},
+    "ssd_mobilenet_v1": {**_LADDER_ANCHORS, "num_ssd_boxes": 1917, "all_reduce_fusion_config": [29, 58, 89],
+                         "extras_in_channels": [256, 512, 1024, 512, 256, 256],
+                         "extras_out_channels": [512, 1024, 512, 256, 256, 128],
+                         "feature_size": [19, 10, 5, 3, 2, 1], "steps": [16, 32, 64, 100, 150, 300]},
+    "ssd_vgg16": {**_LADDER_ANCHORS, "num_ssd_boxes": 7308, "all_reduce_fusion_config": [20, 41, 62],
+                  "extras_in_channels": [256, 512, 1024, 512, 256, 256],
+                  "extras_out_channels": [512, 1024, 512, 256, 256, 256], "feature_size": [38, 19, 10, 5, 3, 1],
+                  "steps": [8, 16, 32, 64, 100, 300]},
+    "ssd_mobilenet_v1_fpn": {**_FPN, "all_reduce_fusion_config": [29, 58, 89], "weight_decay": 4e-05,
+                             "feature_extractor_base_param": "./checkpoint/mobilenet_v1.ckpt"},
+    "ssd_resnet50_fpn": {**_FPN, "all_reduce_fusion_config": [90, 183, 279], "weight_decay": 0.0004,
+                         "feature_extractor_base_param": "./checkpoint/resnet50.ckpt"},
+}
+# Seed file -> (model_name, the file's own values, the num_ssd_boxes it writes). The stated box count stays
+# as the seed wrote it (-1 = derive) and must equal the derived one when given.
+SEED_FILES = {
+    "ssd300_config.yaml": ("ssd300", {"device_target": "Ascend", "batch_size": 32, "use_float16": False}, 1917),
+    "ssd300_config_gpu.yaml": ("ssd300", {"device_target": "GPU", "batch_size": 32, "use_float16": True}, 1917),
+    "ssd_mobilenet_v1_300_config_gpu.yaml": (
+        "ssd_mobilenet_v1", {"device_target": "GPU", "batch_size": 32, "use_float16": True}, 1917),
+    "ssd_mobilenet_v1_fpn_config.yaml": (
+        "ssd_mobilenet_v1_fpn", {"device_target": "Ascend", "batch_size": 32, "use_float16": False}, -1),
+    "ssd_mobilenet_v1_fpn_config_gpu.yaml": (
+        "ssd_mobilenet_v1_fpn", {"device_target": "GPU", "batch_size": 16, "use_float16": False}, -1),
+    "ssd_mobilenet_v1_fpn_ONNX_config.yaml": (
+        "ssd_mobilenet_v1_fpn", {"device_target": "GPU", "batch_size": 1, "use_float16": False,
+                                 "checkpoint_file_path": "./checkpoint/ssdmobilenetv1fpn.ckpt",
+                                 "feature_extractor_base_param": ""}, -1),
+    "ssd_resnet50_fpn_config.yaml": (
+        "ssd_resnet50_fpn", {"device_target": "Ascend", "batch_size": 32, "use_float16": True}, -1),
+    "ssd_resnet50_fpn_config_gpu.yaml": (
+        "ssd_resnet50_fpn", {"device_target": "GPU", "batch_size": 16, "use_float16": False}, -1),
+    "ssd_vgg16_config.yaml": ("ssd_vgg16", {"device_target": "Ascend", "batch_size": 32, "use_float16": False}, 7308),
+    "ssd_vgg16_config_gpu.yaml": (
+        "ssd_vgg16", {"device_target": "GPU", "batch_size": 32, "use_float16": False, "min_scale": 0.1,
+                      "all_reduce_fusion_config": []}, 7308),
+}
+
+# ---- files derived from another shipped file: every differing key, with its value ----
+_CPU = {"device_target": "CPU", "use_float16": False, "batch_size": 8, "epoch_size": 60, "mode_sink": "no_sink",
+        "eval_start_epoch": 1, "eval_interval": 5, "save_checkpoint_epochs": 5, "use_expand": True,
+        "color_jitter": [0.4, 0.4, 0.4, 0.05], "eval_batch_size": 8}
+_CPU_640 = {**_CPU, "batch_size": 4, "eval_batch_size": 4, "feature_extractor_base_param": ""}
+DERIVED_FILES = {  # file: (base file, changes); use_float16 is listed only where the base has it True
+    "ssd300_config_gpu.yaml": ("ssd300_config.yaml", {"device_target": "GPU", "use_float16": True}),
+    "ssd300_config_cpu.yaml": ("ssd300_config.yaml", {k: v for k, v in _CPU.items() if k != "use_float16"}),
+    "ssd_mobilenet_v1_300_config_cpu.yaml": ("ssd_mobilenet_v1_300_config_gpu.yaml", _CPU),
+    "ssd_vgg16_config_cpu.yaml": ("ssd_vgg16_config.yaml", {k: v for k, v in _CPU.items() if k != "use_float16"}),
+    "ssd_mobilenet_v1_fpn_config_cpu.yaml": (
+        "ssd_mobilenet_v1_fpn_config.yaml", {k: v for k, v in _CPU_640.items() if k != "use_float16"}),
+    "ssd_resnet50_fpn_config_cpu.yaml": ("ssd_resnet50_fpn_config.yaml", _CPU_640),
+    "ssd_mobilenet_v1_fpn_config_gpu.yaml": ("ssd_mobilenet_v1_fpn_config.yaml",
+                                             {"device_target": "GPU", "batch_size": 16}),
+    "ssd_mobilenet_v1_fpn_ONNX_config.yaml": (
+        "ssd_mobilenet_v1_fpn_config_gpu.yaml",
+        {"batch_size": 1, "checkpoint_file_path": "./checkpoint/ssdmobilenetv1fpn.ckpt",
+         "feature_extractor_base_param": ""}),
+    "ssd_resnet50_fpn_config_gpu.yaml": ("ssd_resnet50_fpn_config.yaml",
+                                         {"device_target": "GPU", "batch_size": 16, "use_float16": False}),
+    "ssd_vgg16_config_gpu.yaml": ("ssd_vgg16_config.yaml",
+                                  {"device_target": "GPU", "min_scale": 0.1, "all_reduce_fusion_config": []}),
+    "ssd300_demo_config_cpu.yaml": (  # its header comment lists these departures
+        "ssd300_config_cpu.yaml",
+        {"data_path": "./demo_data", "output_path": "./output/demo", "checkpoint_file_path": "",
+         "warmup_epochs": 0.3, "alpha": 0.25, "use_expand": False, "lr": 0.01, "epoch_size": 6,
+         "save_checkpoint_epochs": 1, "feature_extractor_base_param": "demo_data/mobilenet_v2_imagenet.ckpt",
+         "mindrecord_dir": "MindRecord", "coco_root": "coco",
+         "classes": ["background", "circle", "square", "triangle", "plus"], "num_classes": 5}),
 }
 
 
@@ -70,7 +169,26 @@ def _cli_error(capsys, argv: list[str]) -> str:
 
 # ---- the shipped files -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def _same(actual: Any, expected: Any) -> bool:
+    """Equal and of the same type, element by element (True is not 1, and 0.0001 is not the string '1e-4')."""
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(actual) == len(expected) and all(map(_same, actual, expected))
+    return type(actual) is type(expected) and actual == expected
+
+
+def _mismatches(values: dict, expected: dict) -> dict:
+    return {key: (values.get(key, "<missing>"), want) for key, want in expected.items()
+            if not _same(values.get(key), want)}
+
+
+def test_every_shipped_file_is_a_seed_file_or_a_documented_variant() -> None:
+    assert {path.name for path in SHIPPED_FILES} == set(SEED_FILES) | set(DERIVED_FILES)
+    cpu_models = {load_config(path).model_name for path in SHIPPED_FILES
+                  if path.name.endswith("_config_cpu.yaml") and "demo" not in path.name}
+    assert cpu_models == set(NETWORK_RECIPES)  # one CPU variant per network
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.name)
 def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) -> None:
     cfg = load_config(path)
     keys = list(cfg.to_dict())
@@ -84,39 +202,50 @@ def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) ->
     assert choices["freeze_layer"] == ["None", "backbone"]
     for key, value in values.items():
         if isinstance(value, str):
-            assert not value.startswith(("/cache", "/DATA_1", "/data/", "/home")), f"{key} = {value!r}"
-    for key, value in NEW_KEYS_SAME_VALUE.items():
-        assert cfg.get(key) == value and type(cfg.get(key)) is type(value), key
+            assert not value.startswith("/"), f"{key} = {value!r}: shipped paths must be relative"
+    assert _mismatches(cfg.to_dict(), NEW_KEYS_SAME_VALUE) == {}
+    assert "global_step" not in values  # unused by the code; the ONNX file's header says it was left out
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
-def test_shipped_file_holds_seed_recipe(path: Path) -> None:
-    cfg = load_config(path)
-    assert cfg.model_name == "ssd300" and cfg.img_shape == [300, 300]
-    assert cfg.num_ssd_boxes == 1917  # 19²·3 + (10² + 5² + 3² + 2² + 1²)·6, REFERENCE_SSD.md §1.2
-    assert cfg.num_ssd_boxes == sum(f * f * n for f, n in zip(cfg.feature_size, cfg.num_default))
-    assert cfg.num_classes == len(cfg.classes) == 81
+def test_shipped_files_share_keys_key_order_help_and_choices() -> None:
+    """One key set everywhere, so that --config_path can switch networks and every key has the same meaning."""
+    reference_values, reference_help, reference_choices = _documents(ASCEND)
+    for path in SHIPPED_FILES:
+        values, help_doc, choices = _documents(path)
+        assert list(values) == list(reference_values), path.name
+        assert help_doc == reference_help, path.name
+        assert choices == reference_choices, path.name
+
+
+@pytest.mark.parametrize("name", SEED_FILES)
+def test_seed_file_holds_the_seed_recipe(name: str) -> None:
+    model_name, file_values, stated_boxes = SEED_FILES[name]
+    cfg = load_config(CONFIG_DIR / name)
+    values = cfg.to_dict()
+    assert cfg.model_name == model_name
+    assert _mismatches(values, {**SEED_COMMON, **NETWORK_RECIPES[model_name], **file_values}) == {}
+    assert _documents(CONFIG_DIR / name)[0]["num_ssd_boxes"] == stated_boxes
     assert cfg.classes[:3] == ["background", "person", "bicycle"] and cfg.classes[-1] == "toothbrush"
-    assert len(set(cfg.classes)) == 81
-    assert cfg.aspect_ratios == [[], [2, 3], [2, 3], [2, 3], [2, 3], [2, 3]]
-    assert cfg.lr == 0.05 and cfg.lr_init == 0.001 and cfg.warmup_epochs == 2 and cfg.loss_scale == 1024
-    assert cfg.weight_decay == 0.00015 and isinstance(cfg.weight_decay, float)
-    assert cfg.freeze_layer == "None" and cfg.checkpoint_filter_list == ["multi_loc_layers", "multi_cls_layers"]
-    assert cfg.data_path == "./data" and cfg.output_path == "./output"
+    assert len(set(cfg.classes)) == len(cfg.classes) == 81
 
 
-def test_gpu_and_cpu_files_differ_from_ascend_only_where_documented() -> None:
-    ascend = load_config(ASCEND).to_dict()
-    assert ascend["device_target"] == "Ascend" and ascend["use_float16"] is False
-    assert ascend["use_expand"] is False and ascend["color_jitter"] == [0.4, 0.4, 0.4, 0.0]
-    assert ascend["eval_batch_size"] == 1 and ascend["mode_sink"] == "sink"
-    gpu = load_config(GPU).to_dict()
-    assert {key for key in ascend if ascend[key] != gpu[key]} == {"device_target", "use_float16"}
-    assert gpu["device_target"] == "GPU" and gpu["use_float16"] is True
-    cpu = load_config(CPU).to_dict()
-    assert {key for key in ascend if ascend[key] != cpu[key]} == set(CPU_CHANGES)
-    assert {key: cpu[key] for key in CPU_CHANGES} == CPU_CHANGES
-    assert list(ascend) == list(gpu) == list(cpu)
+def test_ssd_ladder_box_count_is_the_sum_over_levels() -> None:
+    """The 300 px counts of REFERENCE_SSD.md §1.2, written out: cells per level times boxes per cell."""
+    for name, expected in (("ssd300_config.yaml", 1917), ("ssd_vgg16_config.yaml", 7308)):
+        cfg = load_config(CONFIG_DIR / name)
+        assert sum(f * f * n for f, n in zip(cfg.feature_size, cfg.num_default)) == cfg.num_ssd_boxes == expected
+    fpn = load_config(CONFIG_DIR / "ssd_resnet50_fpn_config.yaml")
+    assert sum((640 // step) ** 2 * 6 for step in fpn.steps) == fpn.num_ssd_boxes == 51150
+
+
+@pytest.mark.parametrize("name", DERIVED_FILES)
+def test_derived_file_differs_from_its_base_only_where_documented(name: str) -> None:
+    base_name, changes = DERIVED_FILES[name]
+    base = load_config(CONFIG_DIR / base_name).to_dict()
+    derived = load_config(CONFIG_DIR / name).to_dict()
+    assert list(derived) == list(base)
+    assert {key for key in base if not _same(derived[key], base[key])} == set(changes)
+    assert _mismatches(derived, changes) == {}
 
 
 # ---- command-line overrides ----------------------------------------------------------------------------
