@@ -121,6 +121,11 @@ def grid_anchors(
 def default_boxes_from_config(config: Any) -> np.ndarray:
     """The anchors a configuration trains and evaluates with (grid anchors iff use_anchor_generator)."""
     if getattr(config, "use_anchor_generator", False):
+        per_location = len(GRID_ASPECT_RATIOS) * GRID_SCALES_PER_OCTAVE
+        if list(config.num_default) != [per_location] * len(config.steps):
+            raise ValueError(f"num_default {list(config.num_default)} does not match the grid anchors "
+                             f"(use_anchor_generator): {per_location} per location on each of the "
+                             f"{len(config.steps)} levels of steps; set num_default to {[per_location] * len(config.steps)}")
         return grid_anchors(config.img_shape, config.steps)
     return ssd_default_boxes(config.img_shape, config.steps, config.feature_size, config.num_default,
                              config.aspect_ratios, config.min_scale, config.max_scale)

@@ -6,7 +6,7 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.layers import FlattenConcat, last_conv2d
+from src.layers import ConvBNReLU, FlattenConcat, conv2d, last_conv2d
 
 
 class MultiBox(nn.Cell):
@@ -37,6 +37,51 @@ class MultiBox(nn.Cell):
         for i, feature in enumerate(features):
             locs += (self.multi_loc_layers[i](feature),)
             logits += (self.multi_cls_layers[i](feature),)
+        return self.flatten_concat(locs), self.flatten_concat(logits)
+
+
+class WeightSharedMultiBox(nn.Cell):
+    """RetinaNet-style head of the FPN SSDs: one loc and one cls tower shared by all levels.
+
+    Each tower is ``num_addition_layers`` 3x3 convs (with bias) whose weights every level
+    reuses, each followed by a BatchNorm of the level's own (``addition_layer_{loc,cls}[level]``):
+    statistics differ between pyramid levels, weights need not. One 3x3 predictor per branch
+    (``loc_layers.0``, ``cls_layers.0``) then serves every level. Reads ``extras_out_channels[0]``,
+    ``num_default[0]``, ``len(feature_size)``, ``num_addition_layers``, ``num_classes`` and
+    ``num_ssd_boxes`` from the config.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        channels, anchors = config.extras_out_channels[0], config.num_default[0]
+        num_levels, depth = len(config.feature_size), int(config.num_addition_layers)
+        if len(set(config.num_default)) != 1 or len(config.num_default) != num_levels:
+            raise ValueError(f"config num_default {list(config.num_default)} must give the same anchor count for "
+                             f"each of the {num_levels} feature_size levels: the FPN head is shared by all levels")
+        self.addition_layer_loc = self._tower(channels, depth, num_levels)
+        self.addition_layer_cls = self._tower(channels, depth, num_levels)
+        self.loc_layers = nn.SequentialCell([conv2d(channels, 4 * anchors)])
+        self.cls_layers = nn.SequentialCell([conv2d(channels, config.num_classes * anchors)])
+        self.flatten_concat = FlattenConcat(config.num_ssd_boxes)
+
+    @staticmethod
+    def _tower(channels: int, depth: int, num_levels: int) -> nn.CellList:
+        """Per level a SequentialCell of ConvBNReLU units; unit k of every level holds the same conv."""
+        shared_convs = [conv2d(channels, channels) for _ in range(depth)]
+        return nn.CellList([
+            nn.SequentialCell([ConvBNReLU(channels, channels, shared_conv=conv) for conv in shared_convs])
+            for _ in range(num_levels)
+        ])
+
+    def class_biases(self) -> list:
+        """Bias of the shared class-score conv, (anchors x num_classes) values, anchor-major."""
+        return [self.cls_layers[0].bias]
+
+    def construct(self, features: tuple) -> tuple:
+        locs, logits = (), ()
+        for level, feature in enumerate(features):
+            locs += (self.loc_layers(self.addition_layer_loc[level](feature)),)
+            logits += (self.cls_layers(self.addition_layer_cls[level](feature)),)
         return self.flatten_concat(locs), self.flatten_concat(logits)
 
 

@@ -7,7 +7,7 @@ TensorFlow-style SAME padding (extra pad bottom/right), as the checkpoints were 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -133,3 +133,12 @@ class FlattenConcat(nn.Cell):
         for x in inputs:
             flat += (ops.reshape(ops.transpose(x, (0, 2, 3, 1)), (batch, -1)),)
         return ops.reshape(ops.concat(flat, axis=1), (batch, self.num_boxes, -1))
+
+
+def same_padded_sizes(side: int, strides: Sequence[int]) -> list[int]:
+    """Side of the maps at each total stride for SAME-padded layers: ``ceil(side / stride)``.
+
+    Networks use it to say which feature maps an input size gives, so a config whose
+    ``feature_size`` or anchors assume other maps is refused before anything is built.
+    """
+    return [-(-side // stride) for stride in strides]

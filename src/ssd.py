@@ -1,7 +1,9 @@
-"""SSD300-MobileNetV2, the network registry and the in-graph box decoder for eval/export.
+"""The network registry, input-size checks and the in-graph box decoder for eval/export.
 
-Every network built here returns ``(pred_loc (B,N,4), pred_label (B,N,C))`` in float32:
-class logits in training mode and sigmoid scores after ``set_train(False)``.
+Every network returns ``(pred_loc (B,N,4), pred_label (B,N,C))`` in float32: class logits in
+training mode and sigmoid scores after ``set_train(False)``. Each network class says where its
+ImageNet backbone sits (``BACKBONE_PATH``) and which feature maps an input side gives
+(``feature_map_sizes``), so freezing, pre-training and config checks need no per-network code.
 """
 from __future__ import annotations
 
@@ -11,61 +13,72 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.heads import MultiBox, detection_outputs
-from src.layers import InvertedResidual
-from src.mobilenet_v2 import MobileNetV2Backbone
-
-
-class SSD300MobileNetV2(nn.Cell):
-    """The model zoo's ``ssd300``: MobileNetV2 features, 4 inverted-residual extras, MultiBox.
-
-    The backbone gives the first two feature levels; extra level i (i >= 2) is
-    ``InvertedResidual(extras_in_channels[i] -> extras_out_channels[i], extras_strides[i],
-    extras_ratio[i])`` with a final ReLU6, applied to the previous level.
-    """
-
-    def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.backbone = MobileNetV2Backbone()
-        num_backbone_levels = 2
-        self.multi_residual = nn.CellList([
-            InvertedResidual(config.extras_in_channels[i], config.extras_out_channels[i],
-                             config.extras_strides[i], config.extras_ratio[i], last_relu=True)
-            for i in range(num_backbone_levels, len(config.extras_in_channels))
-        ])
-        self.multi_box = MultiBox(config)
-
-    def construct(self, x: ms.Tensor) -> tuple:
-        features = self.backbone(x)
-        feature = features[-1]
-        for block in self.multi_residual:
-            feature = block(feature)
-            features += (feature,)
-        pred_loc, pred_logits = self.multi_box(features)
-        return detection_outputs(pred_loc, pred_logits, self.training)
-
+from src.ssd300 import SSD300MobileNetV2
+from src.ssd_fpn import SsdMobileNetV1Fpn, SsdResNet50Fpn
+from src.ssd_mobilenet_v1 import SsdMobileNetV1
+from src.ssd_vgg16 import SsdVgg16
 
 #: ``config.model_name`` -> network constructor taking the config.
 NETWORKS: dict[str, Callable[[Any], nn.Cell]] = {
     "ssd300": SSD300MobileNetV2,
+    "ssd_mobilenet_v1": SsdMobileNetV1,
+    "ssd_vgg16": SsdVgg16,
+    "ssd_mobilenet_v1_fpn": SsdMobileNetV1Fpn,
+    "ssd_resnet50_fpn": SsdResNet50Fpn,
 }
 
 
-def build_ssd(config: Any) -> nn.Cell:
-    """The network named by ``config.model_name``; ValueError listing the known names otherwise."""
+def network_class(config: Any) -> type:
+    """The class named by ``config.model_name``; ValueError listing the known names otherwise."""
     name = getattr(config, "model_name", None)
     if name not in NETWORKS:
         raise ValueError(f"unknown model_name {name!r} in the config; known: {', '.join(sorted(NETWORKS))}")
-    return NETWORKS[name](config)
+    return NETWORKS[name]
+
+
+def check_input_shape(config: Any) -> None:
+    """Refuse an ``img_shape`` whose feature maps differ from those the anchors were laid out for.
+
+    The head flattens whatever maps the network produces, so a mismatch would otherwise pair
+    predictions with the wrong default boxes (or fail deep inside graph compilation).
+    """
+    cls = network_class(config)
+    height, width = config.img_shape
+    actual = [(h, w) for h, w in zip(cls.feature_map_sizes(height), cls.feature_map_sizes(width))]
+    if getattr(config, "use_anchor_generator", False):
+        expected = [(height // step, width // step) for step in config.steps]
+        keys = "steps"
+    else:
+        expected = [(size, size) for size in config.feature_size]
+        keys = "feature_size"
+    if actual != expected:
+        raise ValueError(
+            f"img_shape {list(config.img_shape)} gives {config.model_name} feature maps "
+            f"{[list(s) for s in actual]} but the anchors ({keys} {list(getattr(config, keys))}) assume "
+            f"{[list(s) for s in expected]}; use the img_shape of the model's config or change {keys} to match")
+
+
+def build_ssd(config: Any) -> nn.Cell:
+    """The network named by ``config.model_name``, after checking img_shape against its anchors."""
+    check_input_shape(config)
+    return network_class(config)(config)
+
+
+def backbone_cell(network: nn.Cell) -> nn.Cell:
+    """The sub-cell that holds the ImageNet backbone (``network.BACKBONE_PATH``)."""
+    cell = network
+    for attribute in type(network).BACKBONE_PATH.split("."):
+        cell = getattr(cell, attribute)
+    return cell
 
 
 def freeze_backbone(network: nn.Cell) -> None:
-    """Exclude ``network.backbone`` from training (``freeze_layer: backbone``).
+    """Exclude the backbone from training (``freeze_layer: backbone``).
 
     Run it before building the optimizer, which only collects ``trainable_params()``. BatchNorm
     statistics inside the backbone still update in training mode.
     """
-    for param in network.backbone.trainable_params():
+    for param in backbone_cell(network).trainable_params():
         param.requires_grad = False
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from src.anchor_generator import count_default_boxes, default_boxes_from_config, grid_anchors, ssd_default_boxes
+from src.model_utils.config import ConfigError, load_config
 
 SSD300 = dict(img_shape=[300, 300], steps=[16, 32, 64, 100, 150, 300], feature_size=[19, 10, 5, 3, 2, 1],
               num_default=[3, 6, 6, 6, 6, 6], aspect_ratios=[[], [2, 3], [2, 3], [2, 3], [2, 3], [2, 3]],
@@ -52,7 +53,8 @@ def test_grid_anchors_fpn_640():
 def test_config_selects_generator():
     cfg = SimpleNamespace(**SSD300)
     assert count_default_boxes(cfg) == 1917
-    fpn = SimpleNamespace(img_shape=[640, 640], steps=[8, 16, 32, 64, 128], use_anchor_generator=True)
+    fpn = SimpleNamespace(img_shape=[640, 640], steps=[8, 16, 32, 64, 128], use_anchor_generator=True,
+                          num_default=[6] * 5)
     assert default_boxes_from_config(fpn).shape == (51150, 4)
 
 
@@ -64,3 +66,10 @@ def test_num_default_disagreeing_with_aspect_ratios_names_the_level():
 def test_img_shape_not_fitting_strides_is_an_error():
     with pytest.raises(ValueError, match="not a multiple"):
         grid_anchors([600, 600], [8, 16, 32, 64, 128])
+
+
+def test_grid_anchor_config_needs_six_anchors_per_level_of_steps() -> None:
+    with pytest.raises(ConfigError, match=r"num_default \[6, 6, 6, 6\].*\[6, 6, 6, 6, 6\]"):
+        load_config("config/ssd_mobilenet_v1_fpn_config.yaml", {"num_default": [6, 6, 6, 6]})
+    with pytest.raises(ConfigError, match=r"num_default \[9, 9, 9, 9, 9\]"):
+        load_config("config/ssd_resnet50_fpn_config.yaml", {"num_default": [9] * 5})

@@ -1,10 +1,11 @@
-"""SSD300-MobileNetV2: checkpoint layout, forward shapes, train/eval outputs, decoder, helpers.
+"""The five networks: checkpoint layout, sizes, outputs; SSD300 details, decoder, helpers.
 
 Forward tests run in GRAPH_MODE (how training and export run) on 300 px inputs; each compile
 takes a few seconds on CPU, so every test builds at most two graphs.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,11 @@ from mindspore import nn
 
 from src.anchor_generator import default_boxes_from_config
 from src.box_utils import BoxCoder
+from src.fpn import FpnTopDown
 from src.init_params import init_network_weights
 from src.layers import FlattenConcat, InvertedResidual
 from src.loss import SSDWithLossCell
-from src.model_utils.config import Config, load_config
+from src.model_utils.config import Config, ConfigError, load_config
 from src.ssd import BoxDecoder, SsdInferWithDecoder, build_ssd, freeze_backbone
 
 NUM_BOXES = 1917
@@ -44,6 +46,16 @@ def images() -> ms.Tensor:
     return ms.Tensor(rng.normal(size=(2, 3, 300, 300)).astype(np.float32))
 
 
+#: model_name -> (seed config, boxes, trainable elements, all network elements) from REFERENCE_SSD.md §2.10.
+NETWORK_FACTS = {
+    "ssd300": ("config/ssd300_config.yaml", 1917, 4_393_461, 4_445_365),
+    "ssd_mobilenet_v1": ("config/ssd_mobilenet_v1_300_config_gpu.yaml", 1917, 11_294_517, 11_329_461),
+    "ssd_vgg16": ("config/ssd_vgg16_config.yaml", 7308, 24_305_589, 24_316_853),
+    "ssd_mobilenet_v1_fpn": ("config/ssd_mobilenet_v1_fpn_config.yaml", 51150, 12_534_846, 12_579_774),
+    "ssd_resnet50_fpn": ("config/ssd_resnet50_fpn_config.yaml", 51150, 33_294_654, 33_370_814),
+}
+
+
 def _read_layout(path: Path) -> list[tuple[str, tuple, bool]]:
     rows = []
     for line in path.read_text().splitlines():
@@ -53,9 +65,11 @@ def _read_layout(path: Path) -> list[tuple[str, tuple, bool]]:
     return rows
 
 
-def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path) -> None:
-    expected = _read_layout(checkpoint_layout_dir / "ssd300.tsv")
-    config = ssd300_config()
+@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path, model_name: str) -> None:
+    """Every network.* row of the zoo's table: name, shape, trainability; and the trainable order."""
+    expected = _read_layout(checkpoint_layout_dir / f"{model_name}.tsv")
+    config = load_config(NETWORK_FACTS[model_name][0])
     loss_cell = SSDWithLossCell(build_ssd(config), config)
     actual = [(name, tuple(p.shape), p.requires_grad) for name, p in loss_cell.parameters_and_names()]
     by_name = {row[0]: row for row in actual}
@@ -64,9 +78,124 @@ def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path) ->
                  if row[0] in by_name and by_name[row[0]] != row]
     expected_names = {row[0] for row in expected}
     problems += [f"unexpected {row}" for row in actual if row[0] not in expected_names]
-    assert len(expected) == 409 and not problems, "\n".join(problems)
+    assert expected and not problems, "\n".join(problems)
+    # Parameter.name is what save_checkpoint writes: shared tower convs keep their first path.
+    assert sorted(p.name for p in loss_cell.get_parameters()) == sorted(expected_names)
     # Trainable order fixes the optimizer state order and the all_reduce_fusion_config split points.
     assert [r[0] for r in actual if r[2]] == [r[0] for r in expected if r[2]]
+
+
+@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+def test_parameter_counts(model_name: str) -> None:
+    _, _, trainable, total = NETWORK_FACTS[model_name]
+    network = build_ssd(load_config(NETWORK_FACTS[model_name][0]))
+    assert sum(p.size for p in network.trainable_params()) == trainable
+    assert sum(p.size for p in network.get_parameters()) == total
+
+
+@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+def test_every_network_outputs_decoded_boxes_and_scores(graph_mode, model_name: str) -> None:
+    config_path, num_boxes, _, _ = NETWORK_FACTS[model_name]
+    config = load_config(config_path)
+    network = build_ssd(config)
+    infer = SsdInferWithDecoder(network, default_boxes_from_config(config), config.prior_scaling)
+    infer.set_train(False)
+    images = np.random.default_rng(0).normal(size=(2, 3, *config.img_shape)).astype(np.float32)
+    boxes, scores = (t.asnumpy() for t in infer(ms.Tensor(images)))
+    assert boxes.shape == (2, num_boxes, 4) and scores.shape == (2, num_boxes, NUM_CLASSES)
+    assert 0.0 <= boxes.min() and boxes.max() <= 1.0 and 0.0 <= scores.min() and scores.max() <= 1.0
+    # Batch items are independent (no cross-talk through reshapes): image 1 alone gives the same result.
+    single_boxes, single_scores = (t.asnumpy() for t in infer(ms.Tensor(images[1:])))
+    np.testing.assert_allclose(single_boxes[0], boxes[1], atol=1e-5)
+    np.testing.assert_allclose(single_scores[0], scores[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+def test_feature_maps_are_the_ones_the_anchors_assume(model_name: str) -> None:
+    config = load_config(NETWORK_FACTS[model_name][0])
+    sizes = type(build_ssd(config)).feature_map_sizes(config.img_shape[0])
+    if config.use_anchor_generator:
+        assert sizes == [config.img_shape[0] // step for step in config.steps]
+    else:
+        assert sizes == list(config.feature_size)
+
+
+@pytest.mark.parametrize("model_name, img_shape, key", [
+    ("ssd300", [320, 320], "feature_size"),
+    ("ssd_vgg16", [512, 512], "feature_size"),
+    ("ssd300", [300, 320], "feature_size"),
+])
+def test_img_shape_that_does_not_fit_the_anchors_is_refused(model_name: str, img_shape: list, key: str) -> None:
+    config = load_config(NETWORK_FACTS[model_name][0])
+    config.img_shape = img_shape
+    with pytest.raises(ValueError, match=rf"img_shape {re.escape(str(img_shape))}.*{key}"):
+        build_ssd(config)
+
+
+def test_fpn_img_shape_must_be_a_multiple_of_every_anchor_stride() -> None:
+    """Then the SAME-padded maps are exactly img_shape / stride, which the grid anchors assume."""
+    with pytest.raises(ConfigError, match=r"img_shape \[768, 704\].*stride 128"):
+        load_config(NETWORK_FACTS["ssd_resnet50_fpn"][0], {"img_shape": [768, 704]})
+    config = load_config(NETWORK_FACTS["ssd_resnet50_fpn"][0], {"img_shape": [768, 512]})
+    assert config.num_ssd_boxes == 6 * sum((768 // s) * (512 // s) for s in config.steps)
+    build_ssd(config)
+
+
+def test_fpn_upsampling_uses_the_asymmetric_bilinear_mapping(graph_mode) -> None:
+    """source = destination * in / out, no half-pixel offset (MindSpore 1.x ResizeBilinear)."""
+    rng = np.random.default_rng(4)
+    coarse = rng.normal(size=(1, 2, 3, 5)).astype(np.float32)
+    out_h, out_w = 5, 10
+    expected = np.empty((1, 2, out_h, out_w), np.float32)
+    for i in range(out_h):
+        y = i * 3 / out_h
+        y0, fy = int(np.floor(y)), y - np.floor(y)
+        y1 = min(y0 + 1, 2)
+        for j in range(out_w):
+            x = j * 5 / out_w
+            x0, fx = int(np.floor(x)), x - np.floor(x)
+            x1 = min(x0 + 1, 4)
+            top = coarse[..., y0, x0] * (1 - fx) + coarse[..., y0, x1] * fx
+            bottom = coarse[..., y1, x0] * (1 - fx) + coarse[..., y1, x1] * fx
+            expected[..., i, j] = top * (1 - fy) + bottom * fy
+    resize = FpnTopDown([2, 2], out_channels=2).resize
+
+    class Upsample(nn.Cell):
+        def construct(self, x):
+            return resize(x, (out_h, out_w))
+
+    actual = Upsample()(ms.Tensor(coarse)).asnumpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"])
+def test_fpn_head_shares_conv_weights_but_not_batchnorm_across_levels(model_name: str) -> None:
+    head = build_ssd(load_config(NETWORK_FACTS[model_name][0])).multi_box
+    for tower in (head.addition_layer_loc, head.addition_layer_cls):
+        assert len(tower) == 5 and all(len(level) == 4 for level in tower)
+        for layer in range(4):
+            convs = {id(level[layer].features[0]) for level in tower}
+            norms = {id(level[layer].features[1]) for level in tower}
+            assert len(convs) == 1 and len(norms) == 5
+    loc_convs = {id(level[0].features[0]) for level in head.addition_layer_loc}
+    assert loc_convs.isdisjoint(id(level[0].features[0]) for level in head.addition_layer_cls)
+
+
+def test_resnet_starts_each_residual_branch_at_zero() -> None:
+    resnet = build_ssd(load_config(NETWORK_FACTS["ssd_resnet50_fpn"][0])).feature_extractor.resnet
+    blocks = [block for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for block in stage]
+    assert len(blocks) == 16
+    assert all(not block.bn3.gamma.asnumpy().any() for block in blocks)
+    assert all(block.bn1.gamma.asnumpy().all() and block.bn1.eps == pytest.approx(1e-3) for block in blocks)
+    assert [block.down_sample for block in blocks].count(True) == 4
+
+
+def test_vgg_extras_follow_the_zoo_padding_and_dilation() -> None:
+    network = build_ssd(load_config(NETWORK_FACTS["ssd_vgg16"][0]))
+    assert network.b6_1.padding == 6 and network.b6_1.pad_mode == "pad" and 6 in network.b6_1.dilation
+    assert network.b8_1.padding == 1 and network.b8_2.pad_mode == "valid" and network.b10_2.pad_mode == "valid"
+    norms = [name for name, cell in network.cells_and_names() if isinstance(cell, nn.BatchNorm2d)]
+    assert norms and all(name.startswith("multi_box.") for name in norms)  # ssd_vgg_bn False: none in VGG
 
 
 def test_block_hyper_parameters_follow_the_zoo() -> None:
@@ -82,12 +211,6 @@ def test_block_hyper_parameters_follow_the_zoo() -> None:
     blocks = [c for c in cells if isinstance(c, InvertedResidual)]
     assert sum(b.use_residual for b in blocks) == 10  # repeated blocks of the 24..160 stages
     assert [b.last_relu for b in blocks] == [False] * 17 + [True] * 4
-
-
-def test_parameter_counts() -> None:
-    network = build_ssd(ssd300_config())
-    assert sum(p.size for p in network.trainable_params()) == 4_393_461
-    assert sum(p.size for p in network.get_parameters()) == 4_445_365
 
 
 def test_training_forward_shapes_graph_mode(graph_mode, images) -> None:
