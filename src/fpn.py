@@ -6,6 +6,13 @@ Upsampling uses the *asymmetric* bilinear mapping (source = destination * in / o
 half-pixel offset) of MindSpore 1.x's ``ResizeBilinear``, which the model zoo's FPN
 checkpoints were trained with; PyTorch-style half-pixel resizing would shift every P3/P4 map
 by a quarter/half cell and change the detections of those checkpoints.
+
+The FPN levels are always exactly 2x apart (img_shape is a multiple of 128, see
+``grid_anchors``), and for a factor of 2 that mapping is simple: even outputs copy the input,
+odd outputs average it with its next neighbour (the last one repeats). ``upsample_2x`` writes
+exactly that with slices and reshapes. It equals ``ops.ResizeBilinearV2(align_corners=False,
+half_pixel_centers=False)`` (tested), but unlike that op MindSpore 2.10 can export it to ONNX,
+and OpenCV's ONNX importer runs it, so one formulation serves training, MINDIR and ONNX.
 """
 from __future__ import annotations
 
@@ -26,11 +33,25 @@ RESNET50_FPN_CHANNELS = (512, 1024, 2048)
 EXTRA_LEVELS = 2
 
 
+def _upsample_axis_2x(x: ms.Tensor, axis: int) -> ms.Tensor:
+    """Double ``axis``: out[2i] = x[i], out[2i+1] = (x[i] + x[min(i+1, n-1)]) / 2."""
+    size = x.shape[axis]
+    following = ops.concat((ops.narrow(x, axis, 1, size - 1), ops.narrow(x, axis, size - 1, 1)), axis)
+    between = (x + following) * 0.5
+    interleaved = ops.concat((ops.expand_dims(x, axis + 1), ops.expand_dims(between, axis + 1)), axis + 1)
+    return ops.reshape(interleaved, x.shape[:axis] + (2 * size,) + x.shape[axis + 1:])
+
+
+def upsample_2x(x: ms.Tensor) -> ms.Tensor:
+    """(B, C, H, W) -> (B, C, 2H, 2W) with the asymmetric bilinear mapping (see module docstring)."""
+    return _upsample_axis_2x(_upsample_axis_2x(x, 2), 3)
+
+
 class FpnTopDown(nn.Cell):
     """(C3, C4, C5) -> (P3, P4, P5), fine to coarse.
 
     ``lateral_convs_list[i]`` (1x1 with bias) projects C_i to 256 channels; each level adds the
-    upsampled merged map of the level above; ``fpn_convs_list[i]`` (3x3 conv+BN+ReLU6) smooths
+    2x-upsampled merged map of the level above (inputs must be 2x apart); ``fpn_convs_list[i]`` (3x3 conv+BN+ReLU6) smooths
     merged level i.
     """
 
@@ -38,7 +59,6 @@ class FpnTopDown(nn.Cell):
         super().__init__()
         self.lateral_convs_list = nn.CellList([conv2d(c, out_channels, kernel_size=1) for c in in_channels])
         self.fpn_convs_list = nn.CellList([conv_bn_relu(out_channels, out_channels, 3) for _ in in_channels])
-        self.resize = ops.ResizeBilinearV2(align_corners=False, half_pixel_centers=False)
 
     def construct(self, inputs: tuple) -> tuple:
         num_levels = len(inputs)
@@ -46,7 +66,7 @@ class FpnTopDown(nn.Cell):
         coarse_to_fine = (merged,)
         for level in range(num_levels - 2, -1, -1):
             lateral = self.lateral_convs_list[level](inputs[level])
-            merged = self.resize(merged, lateral.shape[2:]) + lateral
+            merged = upsample_2x(merged) + lateral
             coarse_to_fine += (merged,)
         outputs = ()
         for level in range(num_levels):

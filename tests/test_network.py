@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 from src.anchor_generator import default_boxes_from_config
 from src.box_utils import BoxCoder
-from src.fpn import FpnTopDown
+from src.fpn import upsample_2x
 from src.init_params import init_network_weights
 from src.layers import FlattenConcat, InvertedResidual
 from src.loss import SSDWithLossCell
@@ -141,31 +141,36 @@ def test_fpn_img_shape_must_be_a_multiple_of_every_anchor_stride() -> None:
     build_ssd(config)
 
 
+class _Upsample(nn.Cell):
+    """upsample_2x next to the op the zoo's checkpoints were trained with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reference = ops.ResizeBilinearV2(align_corners=False, half_pixel_centers=False)
+
+    def construct(self, x):
+        return upsample_2x(x), self.reference(x, (2 * x.shape[2], 2 * x.shape[3]))
+
+
 def test_fpn_upsampling_uses_the_asymmetric_bilinear_mapping(graph_mode) -> None:
     """source = destination * in / out, no half-pixel offset (MindSpore 1.x ResizeBilinear)."""
     rng = np.random.default_rng(4)
-    coarse = rng.normal(size=(1, 2, 3, 5)).astype(np.float32)
-    out_h, out_w = 5, 10
-    expected = np.empty((1, 2, out_h, out_w), np.float32)
-    for i in range(out_h):
-        y = i * 3 / out_h
+    coarse = rng.normal(size=(2, 3, 3, 5)).astype(np.float32)
+    expected = np.empty((2, 3, 6, 10), np.float32)
+    for i in range(6):
+        y = i * 3 / 6
         y0, fy = int(np.floor(y)), y - np.floor(y)
         y1 = min(y0 + 1, 2)
-        for j in range(out_w):
-            x = j * 5 / out_w
+        for j in range(10):
+            x = j * 5 / 10
             x0, fx = int(np.floor(x)), x - np.floor(x)
             x1 = min(x0 + 1, 4)
             top = coarse[..., y0, x0] * (1 - fx) + coarse[..., y0, x1] * fx
             bottom = coarse[..., y1, x0] * (1 - fx) + coarse[..., y1, x1] * fx
             expected[..., i, j] = top * (1 - fy) + bottom * fy
-    resize = FpnTopDown([2, 2], out_channels=2).resize
-
-    class Upsample(nn.Cell):
-        def construct(self, x):
-            return resize(x, (out_h, out_w))
-
-    actual = Upsample()(ms.Tensor(coarse)).asnumpy()
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    ours, resize_bilinear_v2 = (t.asnumpy() for t in _Upsample()(ms.Tensor(coarse)))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(resize_bilinear_v2, expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("model_name", ["ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"])
