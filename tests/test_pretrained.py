@@ -114,6 +114,18 @@ def write_zip(path: Path, body: bytes, storages: dict[str, tuple[str, np.ndarray
     return path
 
 
+def write_torch_state_dict(path: Path, state: dict[str, np.ndarray]) -> Path:
+    """``torch.save(state_dict)`` of contiguous float32 / int64 arrays, one storage per tensor (zip format)."""
+    items, storages = [], {}
+    for index, (name, array) in enumerate(state.items()):
+        kind = {np.dtype(np.float32): "<f4", np.dtype(np.int64): "<i8"}[array.dtype]
+        key = str(index)
+        storages[key] = (kind, array.reshape(-1))
+        strides = tuple(int(np.prod(array.shape[i + 1:])) for i in range(array.ndim))
+        items.append((name, _tensor(_storage_ref(key, kind, array.size, False), 0, array.shape, strides)))
+    return write_zip(path, _ordered_dict(items), storages)
+
+
 FLOATS = np.arange(24, dtype=np.float32) * 0.5 - 3.0
 COUNT = np.array([1431430], dtype=np.int64)
 HALVES = np.array([0.5, -1.25, 3.0], dtype=np.float16)
@@ -248,22 +260,26 @@ def test_reads_the_real_torchvision_file(torchvision_pth, torch_state):
 
 # ---------------------------------------------------------------- loading into ssd300
 
+def ssd300_config():
+    return load_config(str(CPU_CONFIG))
+
+
 def fresh_network():
-    config = load_config(str(CPU_CONFIG))
+    config = ssd300_config()
     network = build_ssd(config)
     init_network_weights(network, config.num_classes)
     return network
 
 
 def backbone_values(network) -> dict[str, np.ndarray]:
-    return {name: p.asnumpy() for name, p in network.backbone.parameters_and_names()}
+    return {name: p.asnumpy().copy() for name, p in network.backbone.parameters_and_names()}
 
 
 @pytest.fixture(scope="module")
 def pretrained(torchvision_pth):
     network = fresh_network()
     before = backbone_values(network)
-    report = load_backbone_weights(network, torchvision_pth, "ssd300")
+    report = load_backbone_weights(network, torchvision_pth, ssd300_config())
     return network, before, report
 
 
@@ -340,13 +356,11 @@ def test_unrelated_checkpoint_raises(tmp_path):
     ms.save_checkpoint([{"name": "conv1.weight", "data": ms.Tensor(np.ones((64, 3, 7, 7), np.float32))},
                         {"name": "fc.weight", "data": ms.Tensor(np.ones((10, 64), np.float32))}], str(path))
     with pytest.raises(ValueError, match=r"resnet\.ckpt does not fit the ssd300 backbone .*0 tensors loadable"):
-        load_backbone_weights(fresh_network(), path, "ssd300")
+        load_backbone_weights(fresh_network(), path, ssd300_config())
     body = _ordered_dict([("fc.weight", _tensor(_storage_ref("0", "<f4", 24, False), 0, (4, 6), (6, 1)))])
     torch_file = write_zip(tmp_path / "other.pth", body, {"0": ("<f4", FLOATS)})
     with pytest.raises(ValueError, match=r"other\.pth does not fit"):
-        load_backbone_weights(fresh_network(), torch_file, "ssd300")
-    with pytest.raises(ValueError, match="no ImageNet backbone mapping for model_name 'ssd_vgg16'"):
-        load_backbone_weights(fresh_network(), path, "ssd_vgg16")
+        load_backbone_weights(fresh_network(), torch_file, ssd300_config())
 
 
 def test_shape_mismatch_raises_naming_the_tensor_and_loads_nothing(tmp_path):
@@ -359,7 +373,7 @@ def test_shape_mismatch_raises_naming_the_tensor_and_loads_nothing(tmp_path):
     before = backbone_values(network)
     with pytest.raises(CheckpointMismatchError,
                        match=r"narrow\.ckpt .*\n.*features_1\.1\.conv\.1\.weight \[16, 32, 1, 1\]"):
-        load_backbone_weights(network, path, "ssd300")
+        load_backbone_weights(network, path, ssd300_config())
     np.testing.assert_array_equal(backbone_values(network)["features_1.0.features.0.weight"],
                                   before["features_1.0.features.0.weight"])
 
@@ -397,7 +411,7 @@ def test_converter_writes_model_zoo_names(converted, torch_state):
 
 def test_converter_round_trip_loads_the_same_values(converted, pretrained):
     network = fresh_network()
-    report = load_backbone_weights(network, converted, "ssd300")
+    report = load_backbone_weights(network, converted, ssd300_config())
     assert report.loaded == 265 and report.left_at_init == [] and report.unused == ["head.1.weight", "head.1.bias"]
     direct = backbone_values(pretrained[0])
     for name, value in backbone_values(network).items():
@@ -409,7 +423,8 @@ def test_converter_refuses_another_architecture(tmp_path, capsys):
     source = write_zip(tmp_path / "other.pth", body, {"0": ("<f4", FLOATS)})
     output = tmp_path / "out.ckpt"
     assert convert_torchvision_backbone.main(["--pth", str(source), "--output", str(output)]) == 2
-    assert "other.pth is not a torchvision MobileNetV2" in capsys.readouterr().err
+    assert "other.pth is not a torchvision MobileNetV2, ResNet-50, VGG16-BN or VGG16 ImageNet state dict" in \
+        capsys.readouterr().err
     assert not output.exists()
 
 
