@@ -97,24 +97,27 @@ def grid_anchors(
     0.5), the base size is ``scale * stride`` pixels and ``ar = w / h``.
     """
     height, width = img_shape
-    octave = 2.0 ** (np.arange(scales_per_octave) / scales_per_octave)
-    ratios = np.sqrt(np.asarray(aspect_ratios, dtype=np.float64))
+    # float32 throughout, in the zoo's order of operations: the anchors then equal the ones the
+    # zoo's FPN checkpoints were trained and evaluated with to the last bit.
+    octave = (2.0 ** (np.arange(scales_per_octave) / scales_per_octave)).astype(np.float32)
+    ratios = np.sqrt(np.asarray(aspect_ratios, dtype=np.float32))
+    image_scale = np.asarray([height, width, height, width], dtype=np.float32)
     levels = []
     for step in steps:
         if height % step or width % step:
             raise ValueError(f"img_shape {list(img_shape)} is not a multiple of the anchor stride {step}; "
                              "choose an img_shape divisible by every entry of steps")
-        base = scale * step
+        base = np.float32(scale * step)
         heights = (octave[None, :] / ratios[:, None] * base).ravel()
         widths = (octave[None, :] * ratios[:, None] * base).ravel()
-        cy, cx = np.meshgrid(np.arange(height // step) * step + step / 2.0,
-                             np.arange(width // step) * step + step / 2.0, indexing="ij")
-        grid = np.empty(cy.shape + (len(heights), 4))
-        grid[..., 0] = cy[..., None] / height
-        grid[..., 1] = cx[..., None] / width
-        grid[..., 2] = heights / height
-        grid[..., 3] = widths / width
-        levels.append(grid.reshape(-1, 4))
+        cy, cx = np.meshgrid(np.arange(height // step, dtype=np.float32) * step + step / 2.0,
+                             np.arange(width // step, dtype=np.float32) * step + step / 2.0, indexing="ij")
+        grid = np.empty(cy.shape + (len(heights), 4), dtype=np.float32)
+        grid[..., 0] = cy[..., None]
+        grid[..., 1] = cx[..., None]
+        grid[..., 2] = heights
+        grid[..., 3] = widths
+        levels.append(grid.reshape(-1, 4) / image_scale)
     return np.concatenate(levels).astype(np.float32)
 
 

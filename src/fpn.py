@@ -11,7 +11,7 @@ The FPN levels are always exactly 2x apart (img_shape is a multiple of 128, see
 ``grid_anchors``), and for a factor of 2 that mapping is simple: even outputs copy the input,
 odd outputs average it with its next neighbour (the last one repeats). ``upsample_2x`` writes
 exactly that with slices and reshapes. It equals ``ops.ResizeBilinearV2(align_corners=False,
-half_pixel_centers=False)`` (tested), but unlike that op MindSpore 2.10 can export it to ONNX,
+half_pixel_centers=False)`` bit for bit (tested), but unlike that op MindSpore 2.10 can export it to ONNX,
 and OpenCV's ONNX importer runs it, so one formulation serves training, MINDIR and ONNX.
 """
 from __future__ import annotations
@@ -34,17 +34,21 @@ EXTRA_LEVELS = 2
 
 
 def _upsample_axis_2x(x: ms.Tensor, axis: int) -> ms.Tensor:
-    """Double ``axis``: out[2i] = x[i], out[2i+1] = (x[i] + x[min(i+1, n-1)]) / 2."""
+    """Double ``axis``: out[2i] = x[i], out[2i+1] = x[i] + (x[min(i+1, n-1)] - x[i]) / 2."""
     size = x.shape[axis]
     following = ops.concat((ops.narrow(x, axis, 1, size - 1), ops.narrow(x, axis, size - 1, 1)), axis)
-    between = (x + following) * 0.5
+    between = x + (following - x) * 0.5
     interleaved = ops.concat((ops.expand_dims(x, axis + 1), ops.expand_dims(between, axis + 1)), axis + 1)
     return ops.reshape(interleaved, x.shape[:axis] + (2 * size,) + x.shape[axis + 1:])
 
 
 def upsample_2x(x: ms.Tensor) -> ms.Tensor:
-    """(B, C, H, W) -> (B, C, 2H, 2W) with the asymmetric bilinear mapping (see module docstring)."""
-    return _upsample_axis_2x(_upsample_axis_2x(x, 2), 3)
+    """(B, C, H, W) -> (B, C, 2H, 2W) with the asymmetric bilinear mapping (see module docstring).
+
+    Width first, then height, each as ``a + (b - a) * 0.5``: the order in which MindSpore's
+    resize kernel rounds, so the result is bit-identical, not merely close.
+    """
+    return _upsample_axis_2x(_upsample_axis_2x(x, 3), 2)
 
 
 class FpnTopDown(nn.Cell):

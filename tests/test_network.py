@@ -169,8 +169,11 @@ def test_fpn_upsampling_uses_the_asymmetric_bilinear_mapping(graph_mode) -> None
             bottom = coarse[..., y1, x0] * (1 - fx) + coarse[..., y1, x1] * fx
             expected[..., i, j] = top * (1 - fy) + bottom * fy
     ours, resize_bilinear_v2 = (t.asnumpy() for t in _Upsample()(ms.Tensor(coarse)))
-    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(resize_bilinear_v2, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(ours, resize_bilinear_v2)  # same rounding, not just close
+    large = rng.normal(scale=30.0, size=(2, 8, 20, 20)).astype(np.float32)
+    ours, resize_bilinear_v2 = (t.asnumpy() for t in _Upsample()(ms.Tensor(large)))
+    np.testing.assert_array_equal(ours, resize_bilinear_v2)
 
 
 @pytest.mark.parametrize("model_name", ["ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"])
