@@ -2,7 +2,9 @@
 
 Creates the MindRecord dataset when it is missing, trains with the config's schedule, saves
 ``ssd-<epoch>_<step>.ckpt`` under ``<output_path>/ckpt_<rank>/`` and can evaluate between
-epochs (``--run_eval True``) or resume a stopped run (``--resume <ckpt>``).
+epochs (``--run_eval True``) or resume a stopped run (``--resume <ckpt>``). With
+``--run_distribute True`` under a launcher (scripts/run_distribute_train*.sh) it trains data-parallel:
+rank 0 creates the MindRecord while the others wait, each rank reads its own shard.
 """
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from src.model_utils.device_adapter import start_run
 def main(argv: list[str] | None = None) -> int:
     config, process, logger = start_run(argv, __doc__, "train")
     if config.only_create_dataset:
-        from src.mindrecord_io import ensure_mindrecord
+        from src.mindrecord_io import ensure_mindrecord_for_rank
 
-        ensure_mindrecord(config, for_training=True)
+        ensure_mindrecord_for_rank(config, for_training=True, rank=process.rank)
         return 0
     from src.trainer import Trainer
 

@@ -98,13 +98,14 @@ def _check_file(mindrecord_file: str | Path) -> str:
 
 def create_ssd_dataset(mindrecord_file: str | Path, config: Any, batch_size: int, is_training: bool,
                        device_num: int = 1, rank: int = 0, num_parallel_workers: int | None = None,
-                       python_multiprocessing: bool = False) -> ds.Dataset:
+                       python_multiprocessing: bool = False, with_img_id: bool = False) -> ds.Dataset:
     """Batched SSD dataset: training targets per anchor, or eval images with their ids and sizes.
 
     Train columns: image float32 (B,3,H,W), box float32 (B,N,4), label int32 (B,N),
     num_match int32 (B,1); incomplete last batch dropped. Eval columns: img_id int32 (B,1),
     image float32 (B,3,H,W), image_shape float32 (B,2) original (height, width); every image is
-    kept, so the last batch may be smaller.
+    kept, so the last batch may be smaller. `with_img_id` appends the training images' img_id
+    int32 (B,1) as a last column, so a run can record which images each rank consumed.
 
     Training is reproducible under `ds.config.set_seed` for any worker count, with threads or
     (`python_multiprocessing`, for the Python augmentation map only) processes. With
@@ -129,7 +130,8 @@ def create_ssd_dataset(mindrecord_file: str | Path, config: Any, batch_size: int
                         python_multiprocessing=python_multiprocessing)
         data = data.map(operations=_colour_jitter(config) + normalise, input_columns=["image"],
                         num_parallel_workers=workers)
-        return data.project(TRAIN_COLUMNS).batch(batch_size, drop_remainder=True)
+        output = TRAIN_COLUMNS + (["img_id"] if with_img_id else [])
+        return data.project(output).batch(batch_size, drop_remainder=True)
     data = data.map(operations=_with_original_shape, input_columns=["image"],
                     output_columns=["image", "image_shape"], num_parallel_workers=workers)
     resize = vision.Resize([int(v) for v in config.img_shape], vision.Inter.LINEAR)

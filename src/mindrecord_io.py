@@ -4,7 +4,8 @@ MindRecord files record their shard names inside, so shards are written under th
 into a private `.partial-<prefix>-<pid>/` folder, moved into place, and only then is the marker
 `<prefix>.done` (json: counts, shard list, source fingerprint) written atomically. A killed
 conversion therefore leaves no marker and is rebuilt on the next run, instead of the seed's
-behaviour of trusting any `<prefix>0` file, however truncated.
+behaviour of trusting any `<prefix>0` file, however truncated. In a distributed run rank 0
+converts and the other ranks only wait for that marker (`ensure_mindrecord_for_rank`).
 
 Rows follow the seed's schema: `img_id` int32 [1], `image` raw file bytes, `annotation` int32
 [-1, 5] rows [ymin, xmin, ymax, xmax, class_index] in pixels. MindRecord cannot store an empty
@@ -41,6 +42,8 @@ SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
           "annotation": {"type": "int32", "shape": [-1, 5]}}
 PADDING_ROW = np.full((1, 5), -1, dtype=np.int32)
 _ROWS_PER_SHARD_PER_WRITE = 16  # whole multiples of the shard count keep the shards balanced
+#: How long the other ranks of a distributed run wait for rank 0's conversion (COCO train2017 takes minutes).
+RANK_WAIT_SECONDS = 3600.0
 
 
 def strip_padding_rows(annotation: np.ndarray) -> np.ndarray:
@@ -314,6 +317,20 @@ def _conversion_lock(out_dir: Path, prefix: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _conversion_without_source(config: Any, source: _Source, out_dir: Path, prefix: str) -> Path | None:
+    """None while the source data exists (it then decides what is current); without it, the complete
+    conversion to use instead, or the missing-source error when there is none."""
+    try:
+        source.check(config)
+    except FileNotFoundError:
+        existing = find_complete_mindrecord(out_dir, prefix)
+        if existing is None:
+            raise
+        print(f"source data not found; using the existing conversion {existing}")
+        return existing
+    return None
+
+
 def ensure_mindrecord(config: Any, for_training: bool) -> Path:
     """Shard 0 of the training or eval MindRecord, converting the source only when needed.
 
@@ -324,13 +341,8 @@ def ensure_mindrecord(config: Any, for_training: bool) -> Path:
     out_dir = mindrecord_folder(config)
     prefix = TRAIN_PREFIX if for_training else EVAL_PREFIX
     source = _source(config, for_training)
-    try:
-        source.check(config)
-    except FileNotFoundError:
-        existing = find_complete_mindrecord(out_dir, prefix)
-        if existing is None:
-            raise
-        print(f"source data not found; using the existing conversion {existing}")
+    existing = _conversion_without_source(config, source, out_dir, prefix)
+    if existing is not None:
         return existing
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = source.fingerprint(config.classes)
@@ -345,6 +357,51 @@ def ensure_mindrecord(config: Any, for_training: bool) -> Path:
         if not for_training and source.kind != "coco":
             write_json_atomic(records_to_coco_dict(records, config.classes), out_dir / GROUND_TRUTH_JSON)
         return write_mindrecord(records, out_dir, prefix, NUM_SHARDS, for_training, report, source=fingerprint)
+
+
+def wait_for_mindrecord(config: Any, for_training: bool, timeout: float = RANK_WAIT_SECONDS,
+                        poll_seconds: float = 1.0) -> Path:
+    """Shard 0 of the conversion another process (rank 0) is making, once its marker matches the source.
+
+    Only reads: it accepts exactly what `ensure_mindrecord` would reuse, so a stale conversion of
+    another source or class list is not taken while rank 0 is rewriting it. Raises TimeoutError
+    after `timeout` seconds with the way out (convert before launching).
+    """
+    out_dir = mindrecord_folder(config)
+    prefix = TRAIN_PREFIX if for_training else EVAL_PREFIX
+    source = _source(config, for_training)
+    existing = _conversion_without_source(config, source, out_dir, prefix)
+    if existing is not None:
+        return existing
+    fingerprint = source.fingerprint(config.classes)
+    deadline = time.monotonic() + timeout
+    found = find_complete_mindrecord(out_dir, prefix, fingerprint)
+    if found is None:
+        print(f"waiting up to {timeout:.0f} s for rank 0 to convert {out_dir / prefix} ...", flush=True)
+    while found is None:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"{out_dir / prefix} was not completed within {timeout:.0f} s: no {prefix}.done marker for the "
+                f"current source appeared in {out_dir}. Check rank 0's log for its conversion, or convert before "
+                f"launching with `python train.py --only_create_dataset=True --config_path ...` (on every machine "
+                f"when the ranks do not share a file system)")
+        time.sleep(poll_seconds)
+        found = find_complete_mindrecord(out_dir, prefix, fingerprint)
+    return found
+
+
+def ensure_mindrecord_for_rank(config: Any, for_training: bool, rank: int,
+                               timeout: float = RANK_WAIT_SECONDS) -> Path:
+    """The MindRecord for one rank of a distributed run: rank 0 converts, the others wait for its marker.
+
+    One named writer rather than every rank queueing on the conversion lock: the lock would let
+    whichever rank comes first convert and make the others wait without limit, while a bounded wait
+    on the marker ends with a clear error when rank 0 never finishes (e.g. ranks on machines that
+    do not share the data folder).
+    """
+    if rank == 0:
+        return ensure_mindrecord(config, for_training)
+    return wait_for_mindrecord(config, for_training, timeout)
 
 
 def ground_truth_json(config: Any) -> Path:

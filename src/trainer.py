@@ -8,6 +8,7 @@ that restores weights, optimiser moments, loss-scale state, global step and epoc
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from src.evaluation import build_inference_network, evaluate_on_validation
 from src.init_params import init_network_weights
 from src.loss import SSDWithLossCell
 from src.lr_schedule import warmup_cosine_lr
-from src.mindrecord_io import ensure_mindrecord
+from src.mindrecord_io import ensure_mindrecord_for_rank
 from src.pretrained import load_backbone_weights
 from src.model_utils.device_adapter import ProcessInfo
 from src.ssd import build_ssd, freeze_backbone
@@ -36,6 +37,8 @@ MAX_OVERFLOW_SKIPS = 32
 CHECKPOINT_PREFIX = "ssd"
 BEST_CHECKPOINT = "best_map.ckpt"
 METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "img_per_s", "map")
+#: Per-rank record of the img_ids consumed in a run's first epoch: shows how the data was sharded.
+FIRST_EPOCH_IDS_FILE = "first_epoch_img_ids_rank{rank}.json"
 
 
 class TrainingDiverged(RuntimeError):
@@ -132,12 +135,13 @@ class Trainer:
 
     def _build_dataset(self):
         config = self.config
-        mindrecord = ensure_mindrecord(config, for_training=True)
+        mindrecord = ensure_mindrecord_for_rank(config, for_training=True, rank=self.process.rank)
         batch = int(config.batch_size)
         self.log.info(f"batch {batch} per device x {self.process.group_size} devices = global batch "
                       f"{batch * self.process.group_size}; lr {config.lr} is used as given (no scaling)")
         return create_ssd_dataset(mindrecord, config, batch, is_training=True, device_num=self.process.group_size,
-                                  rank=self.process.rank, num_parallel_workers=int(config.num_parallel_workers))
+                                  rank=self.process.rank, num_parallel_workers=int(config.num_parallel_workers),
+                                  with_img_id=True)
 
     def _load_pre_trained(self) -> int:
         """Whole-detector weights for transfer learning; returns the epoch the schedule resumes at."""
@@ -205,9 +209,13 @@ class Trainer:
         window_start, window_losses = time.time(), []
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{config.epoch_size}", unit="step",
                    disable=self.process.rank != 0, leave=False)
-        for step_in_epoch, batch in enumerate(iterator, start=1):  # the iterator stops at each epoch's end
+        record_ids = epoch == self.start_epoch + 1
+        consumed_ids: list[int] = []
+        for step_in_epoch, (*inputs, img_ids) in enumerate(iterator, start=1):  # stops at each epoch's end
+            if record_ids:
+                consumed_ids.extend(int(i) for i in img_ids.asnumpy().reshape(-1))
             lr = float(self.lr[global_step])
-            loss_t, overflow_t, scale_t = self.train_net(*batch)
+            loss_t, overflow_t, scale_t = self.train_net(*inputs)
             loss = float(loss_t.asnumpy())
             where = f"epoch {epoch} step {step_in_epoch} (global step {global_step + 1})"
             scale = float(scale_t.asnumpy().reshape(-1)[0])
@@ -229,7 +237,21 @@ class Trainer:
             else:
                 metrics.write(step=global_step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.8f}")
         bar.close()
+        if record_ids:
+            self._record_consumed_ids(epoch, consumed_ids)
         return loss, global_step
+
+    def _record_consumed_ids(self, epoch: int, img_ids: list[int]) -> None:
+        """Write which images this rank trained on in the run's first epoch, in order.
+
+        Sharding mistakes (ranks reading the same images, or a shard silently padded) are invisible in
+        the loss; this file lets the ranks' shares be compared.
+        """
+        path = self.output / FIRST_EPOCH_IDS_FILE.format(rank=self.process.rank)
+        path.write_text(json.dumps({"epoch": epoch, "rank": self.process.rank, "group_size": self.process.group_size,
+                                    "img_ids": img_ids}), encoding="utf-8")
+        self.log.info(f"epoch {epoch}: this rank trained on {len(img_ids)} images "
+                      f"({len(set(img_ids))} distinct); their img_ids are in {path}")
 
     def _should_evaluate(self, epoch: int) -> bool:
         config = self.config

@@ -11,9 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Set by the launchers MindSpore's init() works with: msrun / dynamic cluster, HCCL rank table, mpirun.
+DISTRIBUTED_LAUNCH_VARIABLES = ("MS_ROLE", "RANK_TABLE_FILE", "OMPI_COMM_WORLD_SIZE")
 #: oneDNN's reference kernels are ~7x slower for NCHW 3x3 convs on AVX-512/AMX CPUs; AVX2 is fast.
 ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 ONEDNN_ISA_VALUE = "AVX2"
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The config asks for a device (GPU, Ascend) that this MindSpore build or machine does not have."""
+
+
+class DistributedLaunchError(RuntimeError):
+    """run_distribute=True in a process that no distributed launcher started."""
 
 
 @dataclass(frozen=True)
@@ -45,21 +55,54 @@ def prepare_process(config: Any) -> ProcessInfo:
     import mindspore as ms  # imported here so that the ISA cap above is in place first
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    if config.device_target == "CPU" or config.run_distribute:
-        ms.set_device(config.device_target)  # distributed launchers assign the device id per rank
-    else:
-        ms.set_device(config.device_target, int(config.device_id))
+    _set_device(config)
     ms.set_seed(int(config.seed))
-    info = ProcessInfo(rank=0, group_size=1, isa_note=isa_note)
-    if config.run_distribute:
-        from mindspore.communication import get_group_size, get_rank, init
+    if not config.run_distribute:
+        return ProcessInfo(rank=0, group_size=1, isa_note=isa_note)
+    rank, group_size = _join_data_parallel_group(config)
+    return ProcessInfo(rank=rank, group_size=group_size, isa_note=isa_note)
 
+
+def _set_device(config: Any) -> None:
+    """The config's device, or one clear error when this MindSpore build cannot use it."""
+    import mindspore as ms
+
+    try:
+        if config.device_target == "CPU" or config.run_distribute:
+            ms.set_device(config.device_target)  # distributed launchers assign the device id per rank
+        else:
+            ms.set_device(config.device_target, int(config.device_id))
+    except RuntimeError as err:
+        if "Unsupported device target" not in str(err):
+            raise
+        raise DeviceUnavailableError(
+            f"device_target {config.device_target} is not available in this MindSpore installation "
+            f"(MindSpore {ms.__version__}; its message is above); use a config or --device_target for a device "
+            "it has (e.g. CPU), or install MindSpore's build for that device") from err
+
+
+def _join_data_parallel_group(config: Any) -> tuple[int, int]:
+    """init() (HCCL, NCCL or MindSpore's CPU collectives, as the launcher set up), then DATA_PARALLEL with
+    averaged gradients; returns (rank, group size). Batch size and learning rate are left as given."""
+    import mindspore as ms
+    from mindspore.communication import get_group_size, get_rank, init
+
+    try:
         init()
-        info = ProcessInfo(rank=get_rank(), group_size=get_group_size(), isa_note=isa_note)
-        ms.reset_auto_parallel_context()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=info.group_size)
-    return info
+    except RuntimeError as err:
+        if any(name in os.environ for name in DISTRIBUTED_LAUNCH_VARIABLES):
+            raise
+        raise DistributedLaunchError(
+            "run_distribute=True needs a distributed launcher to start this process: use "
+            "scripts/run_distribute_train_cpu.sh or _gpu.sh (msrun), scripts/run_distribute_train.sh "
+            "(Ascend, HCCL rank table or msrun), or msrun itself; MindSpore's message is above") from err
+    group_size = get_group_size()
+    ms.reset_auto_parallel_context()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=group_size)
+    if config.all_reduce_fusion_config:  # gradient all-reduce split points (parameter indices), as in the seed
+        ms.set_auto_parallel_context(all_reduce_fusion_config=list(config.all_reduce_fusion_config))
+    return get_rank(), group_size
 
 
 class _ProgressBarSafeHandler(logging.StreamHandler):

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Evaluate a checkpoint with the COCO protocol on the device type of the config; eval.py runs in the
+# foreground, its output (the COCO table) shown and copied to eval<DEVICE_ID>/log.txt.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+  cat >&2 <<'USAGE'
+Usage: bash scripts/run_eval.sh [DATASET] [CHECKPOINT_PATH] [DEVICE_ID] [CONFIG_PATH] [--key value ...](optional)
+  4 arguments. The device type comes from the config (e.g. config/ssd300_demo_config_cpu.yaml runs on CPU).
+  --key value pairs after the arguments override the config (as in eval.py); relative paths inside the
+  config and in overrides are taken from the repository root.
+  Writes eval<DEVICE_ID>/ in the repository root (or in $SSD_RUN_DIR): log.txt, eval_detections.json, log/.
+  e.g. bash scripts/run_eval.sh coco LOG0/ckpt_0/ssd-500_458.ckpt 0 config/ssd300_config.yaml
+USAGE
+  exit 2
+}
+
+split_args "$@"
+if [[ ${#POSITIONAL[@]} -ne 4 ]]; then
+  usage
+fi
+eval_args "${POSITIONAL[@]}"
+run_eval "${POSITIONAL[2]}" "${EVAL_ARGS[@]}" "${OVERRIDES[@]}"
