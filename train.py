@@ -11,18 +11,20 @@ from __future__ import annotations
 import sys
 
 from src.model_utils.device_adapter import start_run
+from src.model_utils.moxing_adapter import entry_session
 
 
 def main(argv: list[str] | None = None) -> int:
     config, process, logger = start_run(argv, __doc__, "train")
-    if config.only_create_dataset:
-        from src.mindrecord_io import ensure_mindrecord_for_rank
+    with entry_session(config, process, "train.py"):  # ModelArts: data in before, results out after
+        if config.only_create_dataset:
+            from src.mindrecord_io import ensure_mindrecord_for_rank
 
-        ensure_mindrecord_for_rank(config, for_training=True, rank=process.rank)
-        return 0
-    from src.trainer import Trainer
+            ensure_mindrecord_for_rank(config, for_training=True, rank=process.rank)
+            return 0
+        from src.trainer import Trainer
 
-    Trainer(config, process, logger).fit()
+        Trainer(config, process, logger).fit()
     return 0
 
 

@@ -211,3 +211,21 @@ def test_job_token_names_the_job_not_a_fixed_path(monkeypatch):
     assert job_token().startswith("launcher")
     assert job_token() == job_token()  # stable within a job
     assert job_token("given").startswith("given-")
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_entry_scripts_refuse_enable_modelarts_without_moxing(tmp_path, script):
+    """The hook is wired into the entry scripts: one error line, before any data is touched."""
+    import subprocess
+
+    from tests.conftest import PROJECT_ROOT
+
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / script), "--config_path", "config/ssd300_config_cpu.yaml",
+                           "--enable_modelarts", "True", "--data_url", "obs://bucket/data",
+                           "--data_path", str(tmp_path / "data"), "--output_path", str(tmp_path / "out"),
+                           "--checkpoint_file_path", str(tmp_path / "missing.ckpt")],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"{script}: error: enable_modelarts is True but the 'moxing' package cannot be imported" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()

@@ -188,3 +188,13 @@ def modelarts_session(config: Any, rank_info: Any, copy: CopyFunction | None = N
             sync.remove_markers()
             if config.train_url:
                 _timed_copy(copy, str(config.output_path), config.train_url)
+
+
+@contextlib.contextmanager
+def entry_session(config: Any, rank_info: Any, script: str) -> Iterator[None]:
+    """``modelarts_session`` for an entry script: a ModelArts failure ends the script with one line."""
+    try:
+        with modelarts_session(config, rank_info):
+            yield
+    except ModelArtsError as err:
+        raise SystemExit(f"{script}: error: {err}") from None
