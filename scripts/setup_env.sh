@@ -22,3 +22,25 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 else
   echo "[setup] $venv is up to date"
 fi
+
+# Debian packages the C++ runner (ascend310_infer/, scripts/run_infer_cpp.sh) builds with; installed only when missing
+apt_packages=(cmake g++ make libopencv-dev)
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] error: the C++ runner needs ${missing[*]} and apt-get is not available here;" \
+         "install CMake, g++, make and the OpenCV >= 4.6 development files with this system's package manager" >&2
+    exit 1
+  fi
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "[setup] error: installing ${missing[*]} needs root and sudo is not available" >&2; exit 1; }
+    as_root=(sudo)
+  fi
+  echo "[setup] installing Debian packages for the C++ runner: ${missing[*]}"
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -100,7 +100,9 @@ class BoxDecoder(nn.Cell):
         centre = loc[..., :2] * self.center_variance * self.anchor_hw + self.anchor_yx
         half_size = ops.exp(loc[..., 2:] * self.size_variance) * self.anchor_hw / 2.0
         corners = ops.concat((centre - half_size, centre + half_size), axis=-1)
-        return ops.minimum(ops.maximum(corners, 0.0), 1.0)
+        # One clamp, not maximum + minimum: it exports as a single ONNX Clip, which OpenCV's
+        # importer runs, where it rejects Max/Min with a constant operand.
+        return ops.clamp(corners, 0.0, 1.0)
 
 
 class SsdInferWithDecoder(nn.Cell):

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Configure and build the SSD inference runner into ascend310_infer/out/main; make recompiles only what changed.
+#   bash ascend310_infer/build.sh                              cpu backend: OpenCV DNN runs the exported ONNX
+#   bash ascend310_infer/build.sh ascend310 [MINDSPORE_PATH]   Ascend310 backend: MindSpore C++ API runs the MINDIR
+# MINDSPORE_PATH (argument or environment) defaults to the folder of the installed mindspore-ascend
+# (else mindspore) Python package; it must hold include/api/model.h, which only the Ascend toolkit's
+# MindSpore ships.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build_dir="$here/out"
+backend="${1:-cpu}"
+usage="usage: bash ascend310_infer/build.sh [cpu | ascend310 [MINDSPORE_PATH]]"
+
+cmake_args=(-DBACKEND="$backend")
+case "$backend" in
+  cpu)
+    [ $# -le 1 ] || { echo "$usage" >&2; exit 2; } ;;
+  ascend310)
+    [ $# -le 2 ] || { echo "$usage" >&2; exit 2; }
+    mindspore_path="${2:-${MINDSPORE_PATH:-}}"
+    if [ -z "$mindspore_path" ]; then
+      for package in mindspore-ascend mindspore; do
+        location="$(python3 -m pip show "$package" 2>/dev/null | sed -n 's/^Location: //p')" || location=""
+        if [ -n "$location" ]; then mindspore_path="$location/mindspore"; break; fi
+      done
+    fi
+    # an empty path is passed on: CMake stops with the explanation
+    cmake_args+=(-DMINDSPORE_PATH="$mindspore_path") ;;
+  *)
+    echo "$usage" >&2; exit 2 ;;
+esac
+
+for tool in cmake make g++; do
+  command -v "$tool" >/dev/null || { echo "[build] $tool not found: run bash scripts/setup_env.sh (installs cmake g++ make libopencv-dev)" >&2; exit 1; }
+done
+mkdir -p "$build_dir"
+if ! cmake -S "$here" -B "$build_dir" "${cmake_args[@]}" > "$build_dir/configure.log" 2>&1; then
+  cat "$build_dir/configure.log" >&2
+  echo "[build] configuring the $backend runner failed (log: $build_dir/configure.log)" >&2
+  exit 1
+fi
+cmake --build "$build_dir" -j "$(nproc)"
+echo "[build] $build_dir/main ($backend backend)"
