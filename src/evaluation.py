@@ -40,9 +40,17 @@ def evaluate_on_validation(infer_net: nn.Cell, config: Any, results_json: Path) 
     The network is switched to inference mode (sigmoid scores, BatchNorm statistics frozen);
     callers that go on training must switch it back with ``set_train(True)``.
     """
-    mindrecord = ensure_mindrecord(config, for_training=False)
-    dataset = create_ssd_dataset(mindrecord, config, int(config.eval_batch_size), is_training=False,
-                                 num_parallel_workers=int(config.num_parallel_workers))
     infer_net.set_train(False)
-    return evaluate_detector(predictor(infer_net), dataset, ground_truth_json(config), config.classes, config,
-                             Path(results_json))
+    return evaluate_predictor_on_validation(predictor(infer_net), config, results_json, int(config.eval_batch_size))
+
+
+def evaluate_predictor_on_validation(predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], config: Any,
+                                     results_json: Path, batch_size: int) -> CocoEvalResult:
+    """The validation evaluation of any predict function (MindSpore network, onnxruntime session).
+
+    Same dataset, post-processing and COCO protocol for every engine, so their mAPs compare.
+    """
+    mindrecord = ensure_mindrecord(config, for_training=False)
+    dataset = create_ssd_dataset(mindrecord, config, int(batch_size), is_training=False,
+                                 num_parallel_workers=int(config.num_parallel_workers))
+    return evaluate_detector(predict, dataset, ground_truth_json(config), config.classes, config, Path(results_json))

@@ -1,5 +1,7 @@
-"""Shared pytest set-up: CPU speed flag before MindSpore loads, project root on sys.path, shared data."""
+"""Shared pytest set-up: CPU speed flag before MindSpore loads, project root on sys.path, shared data,
+and the short demo training run that the training, export and post-processing tests reuse."""
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,3 +33,40 @@ def checkpoint_layout_dir() -> Path:
     if not layout.is_dir():
         pytest.skip(f"checkpoint layout tables not found at {layout} (they live in ../shared)")
     return layout
+
+
+DEMO_CONFIG = PROJECT_ROOT / "config" / "ssd300_demo_config_cpu.yaml"
+EPOCHS, STEPS_PER_EPOCH = 3, 6
+
+
+def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an entry script the way a user does; the output is kept for assertion messages."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def demo_args(data_root: Path, output: Path, *extra: str) -> list[str]:
+    return ["--config_path", str(DEMO_CONFIG), "--data_path", str(data_root), "--coco_root", "coco",
+            "--mindrecord_dir", "MindRecord", "--output_path", str(output), "--epoch_size", str(EPOCHS),
+            "--batch_size", "8", "--eval_batch_size", "8", "--save_checkpoint_epochs", "1",
+            "--log_interval", "1", "--warmup_epochs", "1", "--lr", "0.01", "--feature_extractor_base_param", "",
+            *extra]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """16 validation and 48 training images of the synthetic demo set, in COCO layout under coco/."""
+    from src.demo_data import generate_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo_dataset(root / "coco", num_train=48, num_val=16, seed=3, min_size=60, max_objects=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_root, tmp_path_factory) -> Path:
+    """train.py for EPOCHS x STEPS_PER_EPOCH steps on the demo set (about 40 s); its output folder."""
+    output = tmp_path_factory.mktemp("run")
+    done = run_script("train.py", *demo_args(demo_root, output))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return output

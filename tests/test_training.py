@@ -1,12 +1,12 @@
 """train.py and eval.py end to end, as users run them: real MindRecord, GRAPH_MODE steps, pycocotools.
 
-A small demo set (48 training images) trains for 3 epochs of 6 steps once per session; the
-other tests reuse that run (resume equivalence, evaluation, checkpoint refusal).
+A small demo set (48 training images) trains for 3 epochs of 6 steps once per session (the
+``trained_run`` fixture of conftest.py, shared with the export tests); the other tests reuse that
+run (resume equivalence, evaluation, checkpoint refusal).
 """
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -16,47 +16,15 @@ from pathlib import Path
 import mindspore as ms
 import pytest
 
-from src.demo_data import generate_demo_dataset
 from src.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, run_script
 
-DEMO_CONFIG = PROJECT_ROOT / "config" / "ssd300_demo_config_cpu.yaml"
 CPU_CONFIG = PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml"
-EPOCHS, STEPS_PER_EPOCH = 3, 6
-
-
-def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run an entry script the way a user does; the output is kept for assertion messages."""
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def demo_args(data_root: Path, output: Path, *extra: str) -> list[str]:
-    return ["--config_path", str(DEMO_CONFIG), "--data_path", str(data_root), "--coco_root", "coco",
-            "--mindrecord_dir", "MindRecord", "--output_path", str(output), "--epoch_size", str(EPOCHS),
-            "--batch_size", "8", "--eval_batch_size", "8", "--save_checkpoint_epochs", "1",
-            "--log_interval", "1", "--warmup_epochs", "1", "--lr", "0.01", "--feature_extractor_base_param", "",
-            *extra]
 
 
 def read_metrics(output: Path) -> list[dict]:
     with (output / "metrics_rank0.csv").open(newline="") as handle:
         return [row for row in csv.DictReader(handle) if row["loss"]]
-
-
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    generate_demo_dataset(root / "coco", num_train=48, num_val=16, seed=3, min_size=60, max_objects=3)
-    return root
-
-
-@pytest.fixture(scope="session")
-def trained_run(demo_root, tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("run")
-    done = run_script("train.py", *demo_args(demo_root, output))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return output
 
 
 def test_training_lowers_the_loss_and_saves_checkpoints(trained_run):

@@ -425,6 +425,17 @@ def parse_args(argv: Sequence[str] | None = None, default_config_path: str | Pat
         _exit_with_error(prog, str(err))
 
 
+def command_line_keys(argv: Sequence[str] | None = None) -> set[str]:
+    """The keys given explicitly on the command line (``--key value``, ``--key=value``, bare ``--flag``).
+
+    For settings whose default belongs to the entry script rather than to the file: export.py
+    exports batch 1 unless ``--batch_size`` is given, because the file's batch_size is the
+    training batch. ``argv`` defaults to ``sys.argv[1:]``; call it after ``parse_args`` accepted it.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    return {key for key, _ in _pair_tokens(args)} - {"help"}
+
+
 def _pair_tokens(args: list[str]) -> list[tuple[str, str | None]]:
     """``--key value`` / ``--key=value`` / bare ``--flag`` tokens as (key, raw value or None)."""
     pairs: list[tuple[str, str | None]] = []

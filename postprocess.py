@@ -1,0 +1,62 @@
+"""COCO mAP of the offline runner's outputs: ``python postprocess.py --config_path ... --result_path result_Files
+[--img_path <images the runner read>] [--missing_as_empty] [--drop True]``.
+
+Reads ``<stem>_0.bin`` (boxes N x 4) and ``<stem>_1.bin`` (scores N x num_classes) for every image
+of the evaluation ground truth eval.py uses (the same config keys locate it), post-processes them
+with eval.py's code and prints the same COCO table, so the runner and eval.py agree on the mAP.
+N comes from the config's anchors. One image is in memory at a time.
+
+--missing_as_empty  score images whose result files are missing or truncated as having no
+                    detections (the count is printed) instead of stopping with the list of files.
+--img_path          the folder the runner read; only used to explain missing results.
+--drop True         the seed's protocol: evaluate only images without crowd boxes that have at least
+                    one box of a listed class (comparable with the seed's published numbers, not
+                    with eval.py, which scores every image and treats crowd boxes as ignore regions).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: Flags of this script that are not config keys (parse_args accepts config keys only).
+_OWN_FLAGS = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+_OWN_FLAGS.add_argument("--missing_as_empty", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from src.model_utils.config import parse_args
+    from src.model_utils.device_adapter import setup_logger
+
+    own, config_args = _OWN_FLAGS.parse_known_args(sys.argv[1:] if argv is None else argv)
+    config = parse_args(config_args, description=__doc__)
+    if not config.result_path:
+        raise SystemExit("postprocess.py needs --result_path <folder of the runner's .bin files>")
+    logger = setup_logger(config.output_path, 0, "postprocess")
+    from src.annotations import load_coco_quietly
+    from src.eval_utils import format_report
+    from src.mindrecord_io import ground_truth_json
+    from src.offline_results import OfflineResultsError, evaluate_offline_results
+
+    gt_json = ground_truth_json(config)
+    results_json = Path(config.output_path) / "postprocess_detections.json"
+    try:
+        outcome = evaluate_offline_results(config, load_coco_quietly(gt_json), gt_json, Path(config.result_path),
+                                           results_json, Path(config.img_path) if config.img_path else None,
+                                           drop=config.drop, missing_as_empty=own.missing_as_empty)
+    except OfflineResultsError as error:
+        raise SystemExit(f"postprocess.py: {error}") from None
+    print(format_report(outcome.result), flush=True)
+    if outcome.num_without_results:
+        print(f"{outcome.num_without_results} images had missing or truncated result files and were scored with "
+              f"no detections (--missing_as_empty)")
+    if outcome.num_dropped:
+        print(f"--drop: {outcome.num_dropped} images with crowd boxes or without a box of a listed class were left "
+              f"out (the seed's protocol; eval.py scores every image)")
+    logger.info(f"{outcome.num_scored} images read from {config.result_path}; detections written to {results_json}; "
+                f"mAP {outcome.result.map:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
