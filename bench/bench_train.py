@@ -1,30 +1,62 @@
-"""Training-step throughput of an SSD network on this machine (images/s), compile time apart.
+"""Training-step throughput of every SSD network on this machine (images/s), compile time apart.
 
-Usage: .venv/bin/python bench/bench_train.py [--config config/ssd300_config_cpu.yaml]
-       [--batch_size 8] [--steps 8]
+Usage: .venv/bin/python bench/bench_train.py [--config CONFIG ...] [--batch_size N] [--steps 8]
 
-Runs the real GRAPH_MODE train step (network + focal/SmoothL1 loss + Momentum + loss scaling)
-on fixed batches whose targets come from the real box encoder, so the number measures the
-network and optimiser, not the input pipeline (see bench_pipeline.py for that). Prints the
-first (compiling) step separately and the median of the remaining steps.
+Default: the five CPU configs, each network at its own resolution and batch size. ``--config``
+(repeatable) picks configs; ``--batch_size`` overrides every config's batch size.
+
+Runs the real GRAPH_MODE train step (network + focal/SmoothL1 loss + Momentum + loss scaling, plus
+global-norm clipping for the FPN configs) on one fixed batch whose targets come from the real box
+encoder, so the number measures the network and optimiser, not the input pipeline (see
+bench_pipeline.py for that). The first (compiling) step is reported apart from the median of the
+timed steps. Prints the machine first: on a shared machine the load average says how far to trust
+the numbers.
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.model_utils.config import load_config  # noqa: E402
+from bench.machine_info import describe_machine  # noqa: E402
+from src.model_utils.config import Config, ConfigError, load_config  # noqa: E402
 from src.model_utils.device_adapter import cap_onednn_isa  # noqa: E402
 
+CPU_CONFIGS = ("config/ssd300_config_cpu.yaml", "config/ssd_mobilenet_v1_300_config_cpu.yaml",
+               "config/ssd_vgg16_config_cpu.yaml", "config/ssd_mobilenet_v1_fpn_config_cpu.yaml",
+               "config/ssd_resnet50_fpn_config_cpu.yaml")
 
-def synthetic_batch(config, batch_size: int, rng: np.random.Generator):
+
+@dataclass
+class BenchRow:
+    """One network's measurement: one table row."""
+
+    model_name: str
+    img_shape: tuple[int, int]
+    batch_size: int
+    compile_seconds: float
+    median_step_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / self.median_step_seconds
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load: on a shared machine it says how far to trust the step times."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def synthetic_batch(config: Config, batch_size: int, rng: np.random.Generator) -> list:
     """Random images and the encoded targets of 1-4 random boxes per image."""
     import mindspore as ms
 
@@ -44,43 +76,74 @@ def synthetic_batch(config, batch_size: int, rng: np.random.Generator):
     return [ms.Tensor(a) for a in (images, loc, labels, matched)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="config/ssd300_config_cpu.yaml")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps after the compiling one (>= 5)")
-    args = parser.parse_args()
-    config = load_config(args.config)
-    print(cap_onednn_isa(config.device_target) or "device target is not CPU: no oneDNN cap")
-    import mindspore as ms
-
+def bench_network(config: Config, batch_size: int, steps: int) -> BenchRow:
+    """Build the config's train step, run it once to compile, then time `steps` more steps."""
     from src.init_params import init_network_weights
     from src.loss import SSDWithLossCell
     from src.lr_schedule import warmup_cosine_lr
     from src.ssd import build_ssd
     from src.train_step import build_optimizer, build_train_step
 
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device(config.device_target)
     network = build_ssd(config)
     init_network_weights(network, config.num_classes)
     loss_net = SSDWithLossCell(network, config)
-    lr = warmup_cosine_lr(config.lr_init, config.lr, 0.0, 0, 1, args.steps + 1)
+    lr = warmup_cosine_lr(config.lr_init, config.lr, 0.0, 0, 1, steps + 1)
     train_net = build_train_step(loss_net, build_optimizer(loss_net, lr, config), config)
     train_net.set_train(True)
-    batch = synthetic_batch(config, args.batch_size, np.random.default_rng(0))
+    batch = synthetic_batch(config, batch_size, np.random.default_rng(0))
     started = time.perf_counter()
     train_net(*batch)[0].asnumpy()
     compile_seconds = time.perf_counter() - started
     times = []
-    for _ in range(args.steps):
+    for _ in range(steps):
         started = time.perf_counter()
         train_net(*batch)[0].asnumpy()
         times.append(time.perf_counter() - started)
-    median = statistics.median(times)
-    print(f"{config.model_name} batch {args.batch_size} on {config.device_target}: first step (compile) "
-          f"{compile_seconds:.1f} s; median step {median * 1000:.0f} ms over {args.steps} steps = "
-          f"{args.batch_size / median:.2f} img/s")
+    return BenchRow(config.model_name, tuple(config.img_shape), batch_size, compile_seconds, statistics.median(times))
+
+
+def format_table(rows: list[BenchRow], steps: int) -> str:
+    header = (f"{'model':<22} {'img_shape':>9} {'batch':>5} {'compile s':>9} "
+              f"{'median step s':>13} {'img/s':>7}   (median of {steps} timed steps)")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        shape = "x".join(str(v) for v in row.img_shape)
+        lines.append(f"{row.model_name:<22} {shape:>9} {row.batch_size:>5} {row.compile_seconds:>9.1f} "
+                     f"{row.median_step_seconds:>13.2f} {row.images_per_second:>7.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", default=None,
+                        help="config to benchmark (repeatable); default: the five CPU configs")
+    parser.add_argument("--batch_size", type=int, default=None, help="default: each config's batch_size")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps after the compiling one (default 8)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or (args.batch_size is not None and args.batch_size < 1):
+        parser.error("--steps and --batch_size must be at least 1")
+    try:
+        configs = [load_config(path) for path in (args.config or CPU_CONFIGS)]
+    except ConfigError as err:
+        parser.error(str(err))
+    devices = sorted({config.device_target for config in configs})
+    if len(devices) != 1:
+        parser.error(f"the configs name several device targets {devices}; benchmark one device per run")
+    print(cap_onednn_isa(devices[0]) or "device target is not CPU: no oneDNN cap")
+    import mindspore as ms  # after the oneDNN cap, which must be in place before the first op
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device(devices[0])
+    print(describe_machine(), flush=True)
+    print(f"load average (1, 5, 15 min) at start: {load_average()}", flush=True)
+    rows = []
+    for config in configs:
+        batch_size = args.batch_size or int(config.batch_size)
+        print(f"... {config.model_name}: batch {batch_size}, 1 compiling + {args.steps} timed steps", flush=True)
+        rows.append(bench_network(config, batch_size, args.steps))
+        gc.collect()  # the previous network's buffers go before the next one is built
+    print(f"\ntraining step on {devices[0]}:")
+    print(format_table(rows, args.steps))
 
 
 if __name__ == "__main__":

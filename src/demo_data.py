@@ -8,6 +8,10 @@ or txt dataset; `inject_errors` adds one of each annotation problem the readers 
 
 Boxes are the tight bounds of the drawn pixels: corners [ymin, xmin, ymax, xmax] with exclusive
 max, i.e. COCO [x, y, w, h] with w = number of pixel columns the shape covers.
+
+The four shapes are labelled with their own names by default (the demo config's class list). With
+`class_names` (CLI `--coco_names`) they carry four COCO category names instead, so that the
+81-class COCO configs of every network train and evaluate on the same synthetic scenes.
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ import numpy as np
 from src.annotations import write_json_atomic
 
 DEMO_CLASSES = ("background", "circle", "square", "triangle", "plus")
+#: COCO categories standing in for circle, square, triangle and plus (in that order), chosen by outline:
+#: a ball is round, a screen is a rectangle, a delta kite is a triangle, an airplane seen from above
+#: is a cross. Only the names matter (the networks learn whatever is drawn); the look-alikes make a
+#: COCO-named demo detection read sensibly.
+COCO_SHAPE_NAMES = ("sports ball", "tv", "kite", "airplane")
 LAYOUTS = ("coco", "voc", "txt")
 JPEG_QUALITY = 95
 MAX_STRETCH = 1.6  # longest/shortest side of a shape
@@ -51,6 +60,7 @@ class DemoParams:
     max_size: int
     layouts: list[str]
     inject_errors: bool
+    class_names: list[str]  # labels of circle, square, triangle, plus
 
 
 @dataclass
@@ -164,14 +174,14 @@ def render_scene(rng: np.random.Generator, params: DemoParams) -> tuple[np.ndarr
     image = _background(rng, params.image_size)
     annotations = []
     for top, left, bottom, right in _place_boxes(rng, params):
-        label = int(rng.integers(1, len(DEMO_CLASSES)))
+        label = int(rng.integers(1, len(DEMO_CLASSES)))  # the shape; its name comes from params.class_names
         mask = _shape_mask(label, bottom - top, right - left, rng)
         region = image[top:bottom, left:right]
         region[mask] = _contrasting_colour(rng, region[mask])
         ys, xs = np.nonzero(mask)
         x, y = left + int(xs.min()), top + int(ys.min())
         bbox = (x, y, int(xs.max()) - int(xs.min()) + 1, int(ys.max()) - int(ys.min()) + 1)
-        annotations.append(Annotation(DEMO_CLASSES[label], bbox))
+        annotations.append(Annotation(params.class_names[label - 1], bbox))
     noisy = image + rng.normal(0, 6, image.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8), annotations
 
@@ -200,24 +210,25 @@ def _inject_errors(scenes: list[Scene], params: DemoParams) -> None:
     """Add one of each problem: clipped, zero-width, unknown-class and crowd boxes on the first image,
     then a corrupt .jpg (with a box) and a valid image without objects as the last two images."""
     size = params.image_size
+    circle, square = params.class_names[:2]
     scenes[0].annotations += [
-        Annotation("circle", (size - 10, 5, 30, 20)),  # partly outside: clipped to 10 px wide
-        Annotation("square", (20, 20, 0, 15)),  # zero width: dropped
+        Annotation(circle, (size - 10, 5, 30, 20)),  # partly outside: clipped to 10 px wide
+        Annotation(square, (20, 20, 0, 15)),  # zero width: dropped
         Annotation(UNKNOWN_CLASS_NAME, (10, 10, 20, 20)),  # unknown class: skipped
-        Annotation("circle", (0, 0, size // 2, size // 2), iscrowd=1),  # crowd (COCO layout only)
+        Annotation(circle, (0, 0, size // 2, size // 2), iscrowd=1),  # crowd (COCO layout only)
     ]
     next_id = scenes[-1].img_id + 1 if scenes else 1
     corrupt = b"this is not a JPEG image, only text with a .jpg name"
-    scenes.append(Scene(next_id, corrupt, size, size, [Annotation("circle", (5, 5, 20, 20))]))
+    scenes.append(Scene(next_id, corrupt, size, size, [Annotation(circle, (5, 5, 20, 20))]))
     empty = _background(np.random.default_rng([params.seed, 99, next_id]), size).astype(np.uint8)
     scenes.append(Scene(next_id + 1, _encode(empty), size, size, []))
 
 
-def _write_coco(root: Path, split: str, scenes: list[Scene]) -> None:
-    """`train2017/`, `val2017/` images and `annotations/instances_<split>2017.json`."""
+def _write_coco(root: Path, split: str, scenes: list[Scene], class_names: Sequence[str]) -> None:
+    """`train2017/`, `val2017/` images and `annotations/instances_<split>2017.json` (category ids 1..4)."""
     image_dir = root / _COCO_FOLDERS[split]
     image_dir.mkdir(parents=True, exist_ok=True)
-    names = list(DEMO_CLASSES[1:])
+    names = list(class_names)
     images, annotations = [], []
     for scene in scenes:
         (image_dir / scene.file_name).write_bytes(scene.jpeg)
@@ -255,8 +266,9 @@ def _voc_xml(scene: Scene) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def _write_voc(root: Path, split: str, scenes: list[Scene]) -> None:
-    """`voc/train/` and `voc/eval/`: each image beside its xml."""
+def _write_voc(root: Path, split: str, scenes: list[Scene], class_names: Sequence[str]) -> None:
+    """`voc/train/` and `voc/eval/`: each image beside its xml (objects carry their names, so
+    `class_names` is not needed here; it is in the signature all writers share)."""
     folder = root / "voc" / _VOC_FOLDERS[split]
     folder.mkdir(parents=True, exist_ok=True)
     for scene in scenes:
@@ -264,8 +276,12 @@ def _write_voc(root: Path, split: str, scenes: list[Scene]) -> None:
         _voc_xml(scene).write(folder / f"{Path(scene.file_name).stem}.xml", encoding="utf-8")
 
 
-def _write_txt(root: Path, split: str, scenes: list[Scene]) -> None:
-    """`txt/<split>.txt` lines `<split>/name.jpg x1,y1,x2,y2,cls ...` (x first) + `txt/<split>/` images."""
+def _write_txt(root: Path, split: str, scenes: list[Scene], class_names: Sequence[str]) -> None:
+    """`txt/<split>.txt` lines `<split>/name.jpg x1,y1,x2,y2,cls ...` (x first) + `txt/<split>/` images.
+
+    `cls` indexes ("background", *class_names), the class list of a config made for these names.
+    """
+    classes = ("background", *class_names)
     folder = root / "txt"
     (folder / split).mkdir(parents=True, exist_ok=True)
     lines = []
@@ -276,7 +292,7 @@ def _write_txt(root: Path, split: str, scenes: list[Scene]) -> None:
             if ann.iscrowd:
                 continue
             x, y, w, h = ann.bbox
-            cls = DEMO_CLASSES.index(ann.name) if ann.name in DEMO_CLASSES else len(DEMO_CLASSES) + 2
+            cls = classes.index(ann.name) if ann.name in classes else len(classes) + 2
             tokens.append(f"{x},{y},{x + w},{y + h},{cls}")
         lines.append(" ".join(tokens))
     (folder / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -298,15 +314,28 @@ def _clear_previous(root: Path) -> None:
     (root / ".complete").unlink(missing_ok=True)
 
 
+def _check_class_names(class_names: Sequence[str]) -> None:
+    """Four distinct, non-empty names; none may be the background or the injected unknown class."""
+    names = [class_names] if isinstance(class_names, str) else list(class_names)
+    shapes = len(DEMO_CLASSES) - 1
+    reserved = {DEMO_CLASSES[0], UNKNOWN_CLASS_NAME}
+    if (len(names) != shapes or len(set(names)) != shapes or reserved & set(names)
+            or not all(isinstance(n, str) and n.strip() for n in names)):
+        raise ValueError(f"class_names must be {shapes} distinct non-empty names for "
+                         f"{', '.join(DEMO_CLASSES[1:])} (not {' or '.join(sorted(reserved))}), got {names}")
+
+
 def generate_demo_dataset(root: Path, num_train: int, num_val: int, seed: int = 0, image_size: int = 300,
                           min_objects: int = 1, max_objects: int = 4, min_size: int | None = None,
                           max_size: int | None = None, layouts: Sequence[str] = ("coco",),
-                          inject_errors: bool = False) -> Path:
+                          inject_errors: bool = False, class_names: Sequence[str] = DEMO_CLASSES[1:]) -> Path:
     """Write the synthetic set under `root` (idempotent) and return `root`.
 
     Sizes are the longest side of a shape in pixels and default to 10 % .. 50 % of the image
-    (30..150 px at 300 px). A `root/.complete` marker with the parameters makes a repeated call with
-    the same parameters a no-op; other parameters regenerate everything.
+    (30..150 px at 300 px). `class_names` label circle, square, triangle and plus (e.g.
+    COCO_SHAPE_NAMES for the COCO configs); the drawn pixels do not depend on them. A `root/.complete`
+    marker with the parameters (names included) makes a repeated call with the same parameters a
+    no-op; other parameters regenerate everything.
     """
     unknown = sorted(set(layouts) - set(LAYOUTS))
     if unknown:
@@ -315,10 +344,11 @@ def generate_demo_dataset(root: Path, num_train: int, num_val: int, seed: int = 
         raise ValueError(f"need at least one train and one val image, got {num_train} and {num_val}")
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    _check_class_names(class_names)
     params = DemoParams(num_train, num_val, seed, image_size, min_objects, max_objects,
                         min_size if min_size is not None else max(4, image_size // 10),
                         max_size if max_size is not None else image_size // 2,
-                        sorted(set(layouts)), inject_errors)
+                        sorted(set(layouts)), inject_errors, list(class_names))
     if not 2 <= params.min_size <= params.max_size <= image_size:
         raise ValueError(f"need 2 <= min_size <= max_size <= image_size, got {params.min_size}, "
                          f"{params.max_size}, {image_size}")
@@ -332,7 +362,7 @@ def generate_demo_dataset(root: Path, num_train: int, num_val: int, seed: int = 
     for split in _SPLITS:
         scenes = make_scenes(params, split)
         for layout in params.layouts:
-            _WRITERS[layout](root, split, scenes)
+            _WRITERS[layout](root, split, scenes, params.class_names)
     write_json_atomic(asdict(params), marker)
     (root / ".generating").unlink()
     return root
@@ -352,11 +382,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max_size", type=int, default=None, help="longest long side (default 50%% of image)")
     parser.add_argument("--layouts", nargs="+", default=["coco"], choices=LAYOUTS)
     parser.add_argument("--inject_errors", action="store_true", help="add broken annotations (for reader tests)")
+    parser.add_argument("--coco_names", action="store_true",
+                        help=f"label the shapes {', '.join(COCO_SHAPE_NAMES)} (COCO categories) so that the "
+                             "81-class COCO configs can train on the coco or voc layout (txt lines keep "
+                             "class indices 1..4)")
     args = parser.parse_args(argv)
+    class_names = COCO_SHAPE_NAMES if args.coco_names else DEMO_CLASSES[1:]
     root = generate_demo_dataset(args.root, args.num_train, args.num_val, args.seed, args.image_size,
                                  args.min_objects, args.max_objects, args.min_size, args.max_size,
-                                 args.layouts, args.inject_errors)
-    print(f"demo dataset ready in {root} (classes {', '.join(DEMO_CLASSES[1:])}; layouts {', '.join(args.layouts)})")
+                                 args.layouts, args.inject_errors, class_names)
+    print(f"demo dataset ready in {root} (classes {', '.join(class_names)}; layouts {', '.join(args.layouts)})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from itertools import combinations
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.demo_data import DEMO_CLASSES, MAX_IOU, MAX_STRETCH, generate_demo_dataset
+from src.annotations import ConversionReport, read_coco
+from src.demo_data import COCO_SHAPE_NAMES, DEMO_CLASSES, MAX_IOU, MAX_STRETCH, generate_demo_dataset
+from src.model_utils.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,3 +142,61 @@ def test_command_line_writes_a_coco_set(tmp_path):
     data = json.loads((tmp_path / "cli" / "annotations" / "instances_val2017.json").read_text())
     assert [img["file_name"] for img in data["images"]] == ["000001.jpg", "000002.jpg"]
     assert len(list((tmp_path / "cli" / "train2017").glob("*.jpg"))) == 3
+
+
+def _json(root: Path, split: str = "train2017") -> dict:
+    return json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+
+
+def test_coco_names_label_the_same_scenes_for_the_coco_class_list(tmp_path):
+    shapes = generate_demo_dataset(tmp_path / "shapes", 6, 2, image_size=64, layouts=("coco", "voc"))
+    named = generate_demo_dataset(tmp_path / "named", 6, 2, image_size=64, layouts=("coco", "voc"),
+                                  class_names=COCO_SHAPE_NAMES)
+    images = [p for p in _files(shapes) if p.endswith(".jpg")]
+    assert images and all((shapes / p).read_bytes() == (named / p).read_bytes() for p in images)
+    shape_json, named_json = _json(shapes), _json(named)
+    assert [c["name"] for c in named_json["categories"]] == list(COCO_SHAPE_NAMES)
+    assert named_json["annotations"] == shape_json["annotations"]  # same boxes, same category ids 1..4
+    voc_names = {o.text for x in (named / "voc" / "train").glob("*.xml") for o in ET.parse(x).iter("name")}
+    assert voc_names and voc_names <= set(COCO_SHAPE_NAMES)
+    # The 81-class COCO configs read them by name: shape k becomes COCO label classes.index(name k).
+    classes = load_config(PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml").classes
+    report = ConversionReport()
+    records = read_coco(named / "annotations" / "instances_train2017.json", named / "train2017", classes, report)
+    shape_records = read_coco(shapes / "annotations" / "instances_train2017.json", shapes / "train2017",
+                              DEMO_CLASSES, ConversionReport())
+    to_coco = {k + 1: classes.index(name) for k, name in enumerate(COCO_SHAPE_NAMES)}
+    assert report.total() == 0
+    assert [[to_coco[int(v)] for v in r.labels] for r in shape_records] == [list(r.labels) for r in records]
+
+
+def test_txt_class_indices_follow_the_given_names(tmp_path):
+    shapes = generate_demo_dataset(tmp_path / "shapes", 3, 1, image_size=64, layouts=("txt",))
+    named = generate_demo_dataset(tmp_path / "named", 3, 1, image_size=64, layouts=("txt",),
+                                  class_names=COCO_SHAPE_NAMES)
+    assert (named / "txt" / "train.txt").read_text() == (shapes / "txt" / "train.txt").read_text()
+
+
+def test_marker_records_the_names_and_other_names_regenerate(tmp_path):
+    root = generate_demo_dataset(tmp_path / "d", 3, 1, image_size=64)
+    assert json.loads((root / ".complete").read_text())["class_names"] == list(DEMO_CLASSES[1:])
+    generate_demo_dataset(tmp_path / "d", 3, 1, image_size=64, class_names=COCO_SHAPE_NAMES)
+    assert json.loads((root / ".complete").read_text())["class_names"] == list(COCO_SHAPE_NAMES)
+    assert [c["name"] for c in _json(root, "val2017")["categories"]] == list(COCO_SHAPE_NAMES)
+
+
+@pytest.mark.parametrize("names", [("a", "b", "c"), ("a", "b", "c", "a"), ("a", "b", "", "d"),
+                                   ("background", "b", "c", "d"), ("a", "b", "c", "hexagon"), "abcd"])
+def test_bad_class_names_are_rejected(tmp_path, names):
+    with pytest.raises(ValueError, match="class_names must be 4 distinct non-empty names"):
+        generate_demo_dataset(tmp_path / "x", 1, 1, image_size=64, class_names=names)
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line_coco_names(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "src.demo_data", "--root", str(tmp_path / "cli"),
+                             "--num_train", "2", "--num_val", "1", "--image_size", "64", "--coco_names"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "classes sports ball, tv, kite, airplane" in result.stdout
+    assert [c["name"] for c in _json(tmp_path / "cli")["categories"]] == list(COCO_SHAPE_NAMES)
