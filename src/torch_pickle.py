@@ -208,7 +208,7 @@ def _load_zip(path: Path) -> Any:
         def resolve(data: tuple) -> _Storage:
             if len(data) != 4:
                 raise TorchFileError(f"{path}: malformed storage reference {data!r}")
-            kind, key, _location, numel = _storage_kind(data[0], path), str(data[1]), data[2], int(data[3])
+            kind, key, numel = _storage_kind(data[0], path), str(data[1]), int(data[3])  # data[2]: device
             if key not in storages:
                 record = f"{prefix}data/{key}"
                 if record not in names:

@@ -19,9 +19,7 @@ from src.demo_data import COCO_SHAPE_NAMES, generate_demo_dataset
 from src.evaluation import build_inference_network
 from src.model_utils.config import load_config
 from src.ssd import build_ssd
-from tests.conftest import PROJECT_ROOT, run_script
-from tests.test_network import graph_mode  # noqa: F401 - fixture shared with the network tests
-from tests.test_training import layout_rows, read_metrics
+from tests.conftest import PROJECT_ROOT, read_layout, read_metrics, run_script
 
 #: model_name -> (CPU config, number of default boxes at the config's img_shape).
 CPU_CONFIGS = {
@@ -88,7 +86,7 @@ def test_checkpoint_has_the_zoo_layout(trained, checkpoint_layout_dir):
     model_name, output = trained
     params = ms.load_checkpoint(str(last_checkpoint(output)))
     network_shapes = {name: list(p.shape) for name, p in params.items() if name.startswith("network.")}
-    expected = layout_rows(checkpoint_layout_dir, model_name)
+    expected = {name: list(shape) for name, shape, _ in read_layout(checkpoint_layout_dir, model_name)}
     assert expected and network_shapes == expected
 
 

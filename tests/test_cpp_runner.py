@@ -33,7 +33,10 @@ from src.loss import SSDWithLossCell
 from src.model_utils.config import load_config
 from src.onnx_predictor import create_session
 from src.ssd import build_ssd
-from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, run_script
+from tests.conftest import (DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, randomise_batch_norm,
+                            run_script)
+
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 SOURCE_DIR = PROJECT_ROOT / "ascend310_infer"
 CONFIGS = {"ssd300": PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml",
@@ -43,12 +46,6 @@ TOLERANCE = 1e-4
 IMAGE_SPECS = [(240, 320, "jpg"), (480, 360, "png"), (300, 300, "jpg"), (123, 457, "png"), (500, 500, "jpg")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +81,6 @@ def image_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def randomise_batch_norm(network, rng: np.random.Generator) -> None:
-    """BatchNorm statistics and affine parameters away from their defaults: the export must carry them."""
-    ranges = {"moving_mean": (-0.2, 0.2), "moving_variance": (0.5, 1.5), "gamma": (0.8, 1.2), "beta": (-0.2, 0.2)}
-    for param in network.get_parameters():
-        for suffix, (low, high) in ranges.items():
-            if param.name.endswith(suffix):
-                param.set_data(ms.Tensor(rng.uniform(low, high, param.shape).astype(np.float32)))
 
 
 @pytest.fixture(scope="module")

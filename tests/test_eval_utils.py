@@ -5,7 +5,6 @@ post-processing and writer, and pycocotools on a COCO json written to tmp_path (
 """
 import json
 import tracemalloc
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 

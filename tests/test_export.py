@@ -28,33 +28,17 @@ from src.model_utils.config import command_line_keys, load_config
 from src.onnx_compat import OnnxCompatError, rewrite_to_opset10
 from src.onnx_predictor import create_session
 from src.ssd import build_ssd
-from tests.conftest import PROJECT_ROOT, run_script
+from tests.conftest import PROJECT_ROOT, randomise_batch_norm, run_script
+
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 CONFIGS = {"ssd300": PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml",
            "ssd_mobilenet_v1_fpn": PROJECT_ROOT / "config" / "ssd_mobilenet_v1_fpn_config_cpu.yaml"}
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
 
 
-def randomise_batch_norm(network: nn.Cell, rng: np.random.Generator) -> None:
-    """Non-trivial BN statistics and affine parameters: the export must carry them, not the defaults.
-
-    Kept mild: a random ssd300 already differs by ~5e-5 between MindSpore and onnxruntime (float32
-    rounding amplified by untrained weights; a trained checkpoint differs by ~4e-6), and wider
-    ranges push that noise past the 1e-4 bound without testing anything more.
-    """
-    ranges = {"moving_mean": (-0.1, 0.1), "moving_variance": (0.8, 1.2), "gamma": (0.9, 1.1), "beta": (-0.1, 0.1)}
-    for param in network.get_parameters():
-        for suffix, (low, high) in ranges.items():
-            if param.name.endswith(suffix):
-                param.set_data(ms.Tensor(rng.uniform(low, high, param.shape).astype(np.float32)))
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from src.layers import FlattenConcat, InvertedResidual
 from src.loss import SSDWithLossCell
 from src.model_utils.config import Config, ConfigError, load_config
 from src.ssd import BoxDecoder, SsdInferWithDecoder, build_ssd, freeze_backbone
+from tests.conftest import read_layout
 
 NUM_BOXES = 1917
 NUM_CLASSES = 81
@@ -31,13 +32,6 @@ def ssd300_config() -> Config:
     """A fresh ssd300 configuration (tests change some of its keys)."""
     return load_config("config/ssd300_config_cpu.yaml")
 
-
-@pytest.fixture()
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
 
 
 @pytest.fixture()
@@ -56,19 +50,10 @@ NETWORK_FACTS = {
 }
 
 
-def _read_layout(path: Path) -> list[tuple[str, tuple, bool]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.startswith("network."):
-            name, shape, _dtype, grad = line.split("\t")
-            rows.append((name, tuple(int(d) for d in shape.strip("[]").split(",")), grad == "True"))
-    return rows
-
-
 @pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
 def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path, model_name: str) -> None:
     """Every network.* row of the zoo's table: name, shape, trainability; and the trainable order."""
-    expected = _read_layout(checkpoint_layout_dir / f"{model_name}.tsv")
+    expected = read_layout(checkpoint_layout_dir, model_name)
     config = load_config(NETWORK_FACTS[model_name][0])
     loss_cell = SSDWithLossCell(build_ssd(config), config)
     actual = [(name, tuple(p.shape), p.requires_grad) for name, p in loss_cell.parameters_and_names()]

@@ -6,25 +6,18 @@ run (resume equivalence, evaluation, checkpoint refusal).
 """
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mindspore as ms
 import pytest
 
 from src.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
-from tests.conftest import EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, run_script
+from tests.conftest import EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, read_layout, read_metrics, run_script
 
 CPU_CONFIG = PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml"
-
-
-def read_metrics(output: Path) -> list[dict]:
-    with (output / "metrics_rank0.csv").open(newline="") as handle:
-        return [row for row in csv.DictReader(handle) if row["loss"]]
 
 
 def test_training_lowers_the_loss_and_saves_checkpoints(trained_run):
@@ -90,15 +83,6 @@ def test_guard_loss_rules():
         guard_loss(float("inf"), True, 1.0, 0, dynamic_scale=True, where="step 9")
 
 
-def layout_rows(layout_dir: Path, model: str) -> dict[str, list[int]]:
-    rows = {}
-    for line in (layout_dir / f"{model}.tsv").read_text().splitlines():
-        if line.startswith("network."):
-            name, shape = line.split("\t")[:2]
-            rows[name] = eval(shape)  # noqa: S307 - the shape column is a plain list literal
-    return rows
-
-
 def test_coco128_convert_train_evaluate_with_crowd_boxes(coco128_root, checkpoint_layout_dir, tmp_path):
     common = ["--config_path", str(CPU_CONFIG), "--data_path", str(tmp_path), "--coco_root", str(coco128_root),
               "--train_data_type", "train2017", "--val_data_type", "train2017",
@@ -110,7 +94,7 @@ def test_coco128_convert_train_evaluate_with_crowd_boxes(coco128_root, checkpoin
     checkpoint = tmp_path / "out" / "ckpt_0" / "ssd-2_15.ckpt"
     params = ms.load_checkpoint(str(checkpoint))
     network_shapes = {n: list(p.shape) for n, p in params.items() if n.startswith("network.")}
-    assert network_shapes == layout_rows(checkpoint_layout_dir, "ssd300")
+    assert network_shapes == {name: list(shape) for name, shape, _ in read_layout(checkpoint_layout_dir, "ssd300")}
 
     weights_only = tmp_path / "weights_only.ckpt"
     ms.save_checkpoint([{"name": n, "data": p} for n, p in params.items() if n.startswith("network.")],
