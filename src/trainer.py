@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from src.checkpoint import load_network_weights, load_train_state, read_checkpoint, save_atomically
+from src.curves import CURVES_FILE, draw_curves_after_training
 from src.dataset import create_ssd_dataset
 from src.evaluation import build_inference_network, evaluate_on_validation
 from src.init_params import init_network_weights
@@ -194,6 +195,8 @@ class Trainer:
                     self._save(epoch, global_step)
         finally:
             metrics.close()
+        if self.process.rank == 0:
+            draw_curves_after_training(metrics.path, self.output / CURVES_FILE, self.log)
         summary = TrainSummary(epochs - self.start_epoch, global_step, loss, best_map, self.checkpoint_dir,
                                time.time() - started)
         self.log.info(f"training done: {summary.epochs_run} epochs, global step {global_step}, last loss {loss:.4f}, "

@@ -1,0 +1,87 @@
+"""Detect objects in your own images: ``python predict.py --config_path ... --model MODEL --input IMAGES
+[--output_dir DIR] [--score_threshold S] [--max_boxes K] [--classes "name,name"] [--draw_threshold D]``.
+
+--model            a train.py checkpoint (.ckpt) or an export.py file (.mindir run by MindSpore,
+                   .onnx run by onnxruntime); the config must be the one it was trained with.
+--input            one or more images, folders (their files, not sub-folders) or quoted glob
+                   patterns ('photos/*.jpg'). Non-image and unreadable files are reported and skipped.
+--output_dir       where the drawn images and detections.json go (default <output_path>/predict).
+--score_threshold  keep detections scoring above this (default: the config's min_score).
+--max_boxes        at most this many detections per image (default: the config's max_boxes).
+--classes          comma-separated class names to report, e.g. "person,sports ball" (default: all).
+--draw_threshold   draw only detections scoring above this (default 0.3: the config's min_score keeps
+                   dozens of low-score boxes per image, good for mAP, unreadable in a picture);
+                   detections.json still lists every detection above --score_threshold.
+
+Images are pre-processed and post-processed exactly as eval.py does. Each image is written with
+its boxes, class names and scores drawn (JPEG inputs as JPEG, others as PNG), and detections.json
+holds all detections in COCO result format plus file_name and category_name; image_id is the
+COCO id when the file is listed in the config's annotation file, else a running number.
+Every other --key value overrides the config as in eval.py. Exit status 1 when no image was read.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from src.model_utils.device_adapter import start_run
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _own_flags() -> argparse.ArgumentParser:
+    """This script's options; everything else is a config key for parse_args."""
+    usage = ("predict.py [--config_path PATH] --model MODEL --input IMAGES [IMAGES ...] [--output_dir DIR] "
+             "[--score_threshold S] [--max_boxes K] [--classes NAMES] [--draw_threshold D] [--KEY VALUE ...] "
+             "(--help for all options)")
+    parser = argparse.ArgumentParser(prog="predict.py", add_help=False, allow_abbrev=False, usage=usage)
+    parser.add_argument("--model")
+    parser.add_argument("--input", nargs="+")
+    parser.add_argument("--output_dir")
+    parser.add_argument("--score_threshold", type=_probability)
+    parser.add_argument("--max_boxes", type=_positive_int)
+    parser.add_argument("--classes", type=lambda text: [name.strip() for name in text.split(",") if name.strip()])
+    parser.add_argument("--draw_threshold", type=_probability)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _own_flags()
+    own, config_args = parser.parse_known_args(args)
+    if not {"-h", "--help"} & set(config_args) and not (own.model and own.input):
+        parser.error("--model and --input are required")
+    config, _, logger = start_run(config_args, __doc__, "predict")
+    from src.checkpoint import CheckpointMismatchError
+    from src.predict import FilePredictor, PredictError, list_input_files, load_detector, prediction_options
+
+    try:
+        files = list_input_files(own.input)
+        options = prediction_options(config, own.score_threshold, own.max_boxes, own.classes, own.draw_threshold)
+        detector = load_detector(own.model, config, len(files))
+        logger.info(f"{len(files)} files; model {own.model} on {detector.engine}, batch {detector.batch_size}; "
+                    f"score > {options.min_score}, NMS IoU {options.nms_threshold}, at most {options.max_boxes} "
+                    f"boxes per image; drawing those scoring above {options.draw_threshold}")
+        output_dir = Path(own.output_dir) if own.output_dir else Path(config.output_path) / "predict"
+        summary = FilePredictor(detector, config, options, output_dir, logger).run(files)
+    except (PredictError, CheckpointMismatchError) as error:
+        raise SystemExit(f"predict.py: {error}") from None
+    logger.info(summary.line())
+    return 0 if summary.num_images else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
