@@ -40,6 +40,17 @@ require_file() {
   fi
 }
 
+# resolve_config PATH: the config file as an absolute path in CONFIG_FILE (stops when missing); a relative
+# path not found from the current directory is looked up in the repository, as the config loader does.
+resolve_config() {
+  local path="$1"
+  if [[ ! -f "$path" && -f "$SSD_ROOT/$path" ]]; then
+    path="$SSD_ROOT/$path"
+  fi
+  CONFIG_FILE="$(abs_path "$path")"
+  require_file "$CONFIG_FILE" CONFIG_PATH
+}
+
 # require_python: stop with the fix when the project's environment has not been set up yet.
 require_python() {
   if [[ ! -x "$SSD_PYTHON" ]]; then
@@ -52,11 +63,10 @@ require_python() {
 # training arguments as train.py options in TRAIN_ARGS (FIRST, the device id or count, is left to the
 # caller; the paths are made absolute and checked).
 train_args() {
-  local config_path pre_trained
+  local pre_trained
   require_python
-  config_path="$(abs_path "$5")"
-  require_file "$config_path" CONFIG_PATH
-  TRAIN_ARGS=(--config_path="$config_path" --epoch_size="$2" --lr="$3" --dataset="$4")
+  resolve_config "$5"
+  TRAIN_ARGS=(--config_path="$CONFIG_FILE" --epoch_size="$2" --lr="$3" --dataset="$4")
   if [[ $# -eq 7 ]]; then
     pre_trained="$(abs_path "$6")"
     require_file "$pre_trained" PRE_TRAINED
@@ -67,14 +77,13 @@ train_args() {
 # eval_args DATASET CHECKPOINT_PATH DEVICE_ID CONFIG_PATH: the seed's evaluation arguments as eval.py
 # options in EVAL_ARGS (the paths are made absolute and checked).
 eval_args() {
-  local checkpoint config_path
+  local checkpoint
   require_python
   checkpoint="$(abs_path "$2")"
   require_file "$checkpoint" CHECKPOINT_PATH
-  config_path="$(abs_path "$4")"
-  require_file "$config_path" CONFIG_PATH
+  resolve_config "$4"
   # shellcheck disable=SC2034  # read by the launcher that sources this file
-  EVAL_ARGS=(--config_path="$config_path" --dataset="$1" --checkpoint_file_path="$checkpoint" --device_id="$3")
+  EVAL_ARGS=(--config_path="$CONFIG_FILE" --dataset="$1" --checkpoint_file_path="$checkpoint" --device_id="$3")
 }
 
 # run_eval DEVICE_ID EVAL_PY_ARGS...: eval.py in the foreground, its output copied to eval<DEVICE_ID>/log.txt.

@@ -29,11 +29,8 @@ require_file "$model" ONNX_MODEL_PATH
 instances_set="${POSITIONAL[3]:-annotations/instances_{\}.json}"
 device_target="${POSITIONAL[4]:-CPU}"
 config_path="${POSITIONAL[5]:-$SSD_ROOT/config/ssd300_config_cpu.yaml}"
-if [[ ! -f "$config_path" && -f "$SSD_ROOT/$config_path" ]]; then
-  config_path="$SSD_ROOT/$config_path"  # like the config loader: a relative path is also looked up in the repository
-fi
-config_path="$(abs_path "$config_path")"
-require_file "$config_path" CONFIG_PATH
+resolve_config "$config_path"
+config_path="$CONFIG_FILE"
 
 output="$SSD_RUN_DIR/eval_onnx"
 mkdir -p "$output"

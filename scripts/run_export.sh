@@ -20,11 +20,8 @@ if [[ ${#POSITIONAL[@]} -lt 3 || ${#POSITIONAL[@]} -gt 4 ]]; then
 fi
 require_python
 config_path="${POSITIONAL[0]}"
-if [[ ! -f "$config_path" && -f "$SSD_ROOT/$config_path" ]]; then
-  config_path="$SSD_ROOT/$config_path"  # like the config loader: a relative path is also looked up in the repository
-fi
-config_path="$(abs_path "$config_path")"
-require_file "$config_path" CONFIG_PATH
+resolve_config "$config_path"
+config_path="$CONFIG_FILE"
 checkpoint="$(abs_path "${POSITIONAL[2]}")"
 require_file "$checkpoint" CKPT
 args=(--config_path="$config_path" --file_format="${POSITIONAL[1]}" --checkpoint_file_path="$checkpoint")

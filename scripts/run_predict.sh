@@ -23,11 +23,8 @@ if [[ ${#POSITIONAL[@]} -lt 3 || ${#POSITIONAL[@]} -gt 4 ]]; then
 fi
 require_python
 config_path="${POSITIONAL[0]}"
-if [[ ! -f "$config_path" && -f "$SSD_ROOT/$config_path" ]]; then
-  config_path="$SSD_ROOT/$config_path"  # like the config loader: a relative path is also looked up in the repository
-fi
-config_path="$(abs_path "$config_path")"
-require_file "$config_path" CONFIG_PATH
+resolve_config "$config_path"
+config_path="$CONFIG_FILE"
 model="$(abs_path "${POSITIONAL[1]}")"
 require_file "$model" MODEL
 input="$(abs_path "${POSITIONAL[2]}")"  # a glob stays a pattern: predict.py expands it

@@ -11,15 +11,13 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn
 
-from src.heads import MultiBox, detection_outputs
-from src.layers import ConvBNReLU, same_padded_sizes
+from src.heads import MultiBox
+from src.layers import ConvBNReLU
 from src.mobilenet_v1 import MobileNetV1
+from src.ssd_extras import SsdWithExtraLevels, extra_levels
 
 #: MobileNetV1 units feeding the head: conv7 pointwise (stride 16) and conv13 pointwise (stride 32).
 MOBILENET_V1_SSD_TAPS = (14, 26)
-NUM_BACKBONE_LEVELS = 2
-#: Total strides of the six head levels (backbone 16, 32; extras 64 .. 512).
-LEVEL_STRIDES = (16, 32, 64, 128, 256, 512)
 
 
 class MobileNetV1Feature(nn.Cell):
@@ -33,7 +31,7 @@ class MobileNetV1Feature(nn.Cell):
         return self.mobilenet_v1(x)
 
 
-class SsdMobileNetV1(nn.Cell):
+class SsdMobileNetV1(SsdWithExtraLevels):
     """Image (B,3,300,300) -> (loc (B,1917,4), logits or scores (B,1917,num_classes))."""
 
     BACKBONE_PATH = "feature_extractor.mobilenet_v1"
@@ -44,19 +42,8 @@ class SsdMobileNetV1(nn.Cell):
         self.feature_extractor = MobileNetV1Feature()
         self.multi_residual = nn.CellList([
             ConvBNReLU(config.extras_in_channels[i], config.extras_out_channels[i], stride=config.extras_strides[i])
-            for i in range(NUM_BACKBONE_LEVELS, len(config.extras_in_channels))
+            for i in extra_levels(config)
         ])
 
-    @staticmethod
-    def feature_map_sizes(side: int) -> list[int]:
-        """Side of the six head inputs for a square input of ``side`` pixels (19 .. 1 at 300)."""
-        return same_padded_sizes(side, LEVEL_STRIDES)
-
-    def construct(self, x: ms.Tensor) -> tuple:
-        features = self.feature_extractor(x)
-        feature = features[-1]
-        for block in self.multi_residual:
-            feature = block(feature)
-            features += (feature,)
-        pred_loc, pred_logits = self.multi_box(features)
-        return detection_outputs(pred_loc, pred_logits, self.training)
+    def backbone_levels(self, x: ms.Tensor) -> tuple:
+        return self.feature_extractor(x)
