@@ -5,12 +5,16 @@ The exported graph takes a (batch, 3, H, W) float32 normalised image and returns
 (batch, N, 4) [ymin, xmin, ymax, xmax] in [0, 1] and sigmoid scores (batch, N, num_classes).
 Its batch size is fixed: --batch_size when given, else 1 (the config file's batch_size is the
 training batch and is not used). AIR needs --device_target Ascend. An existing file is replaced.
+On ModelArts (--enable_modelarts True) a relative --file_name lands in output_path, which is
+uploaded to train_url when the export ends.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from src.model_utils.device_adapter import start_run
+from src.model_utils.moxing_adapter import entry_session
 
 #: Exported batch size when --batch_size is not on the command line (what deployment usually feeds).
 DEFAULT_EXPORT_BATCH = 1
@@ -20,17 +24,21 @@ def main(argv: list[str] | None = None) -> int:
     from src.model_utils.config import command_line_keys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    config, _, logger = start_run(args, __doc__, "export")
+    config, process, logger = start_run(args, __doc__, "export")
     if not config.checkpoint_file_path:
         raise SystemExit("export.py needs --checkpoint_file_path <ckpt> (the weights to export)")
     batch_size = int(config.batch_size) if "batch_size" in command_line_keys(args) else DEFAULT_EXPORT_BATCH
-    from src.exporting import ExportError, export_inference_model
+    file_name = Path(config.file_name)
+    if config.enable_modelarts and not file_name.is_absolute():
+        file_name = Path(config.output_path) / file_name  # only output_path goes back to OBS
+    with entry_session(config, process, "export.py"):  # ModelArts: checkpoint in before, file out after
+        from src.exporting import ExportError, export_inference_model
 
-    try:
-        path = export_inference_model(config, config.checkpoint_file_path, config.file_format, batch_size,
-                                      config.file_name)
-    except ExportError as error:
-        raise SystemExit(f"export.py: {error}") from None
+        try:
+            path = export_inference_model(config, config.checkpoint_file_path, config.file_format, batch_size,
+                                          file_name)
+        except ExportError as error:
+            raise SystemExit(f"export.py: {error}") from None
     height, width = config.img_shape
     logger.info(f"exported {config.model_name} from {config.checkpoint_file_path} to {path} "
                 f"(input {batch_size}x3x{height}x{width}, {config.file_format})")

@@ -1,4 +1,4 @@
-"""Latency of the C++ runner (cpu backend, OpenCV DNN) against onnxruntime on the same ONNX export.
+"""Exported-model latency: the C++ runner (cpu backend, OpenCV DNN) and onnxruntime on the same ONNX export.
 
 Usage: .venv/bin/python bench/bench_cpp_runner.py [--config config/ssd300_config_cpu.yaml]
        [--images 48] [--batch_sizes 1 8]
@@ -13,8 +13,6 @@ inference only and compares with the runner's inference part.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -27,16 +25,11 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.machine_info import describe_machine  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
+from src.model_utils.device_adapter import cap_onednn_isa  # noqa: E402
 
 RUNNER = PROJECT_ROOT / "ascend310_infer" / "out" / "main"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def write_images(folder: Path, count: int) -> None:
@@ -89,8 +82,8 @@ def main() -> None:
     if built.returncode != 0:
         raise SystemExit(f"building the runner failed:\n{built.stdout}{built.stderr}")
     config = load_config(args.config)
+    cap_onednn_isa(config.device_target)  # for the MindSpore export only
     import mindspore as ms
-    import onnxruntime
 
     from src.exporting import export_inference_model
 
@@ -112,8 +105,7 @@ def main() -> None:
                          summary_number(stdout, r"throughput: ([0-9.]+) images/s"),
                          onnxruntime_ms_per_image(model, work / "inputs", batch_size)))
     height, width = config.img_shape
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; OpenCV {opencv} (runner), onnxruntime "
-          f"{onnxruntime.__version__}")
+    print(f"{describe_machine('onnxruntime')}; OpenCV {opencv} (runner)")
     print(f"{config.model_name} {height}x{width}, {args.images} JPEG images 640x480 (first batch excluded as warm-up)")
     for batch_size, latency, inference, throughput, ort_ms in rows:
         print(f"batch {batch_size}: C++ runner {latency:.1f} ms/image (inference {inference:.1f} ms) = "

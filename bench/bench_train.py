@@ -1,9 +1,13 @@
 """Training-step throughput of every SSD network on this machine (images/s), compile time apart.
 
 Usage: .venv/bin/python bench/bench_train.py [--config CONFIG ...] [--batch_size N] [--steps 8]
+       [--float16] [--graph_kernel] [--jit_level O0|O1|O2]
 
 Default: the five CPU configs, each network at its own resolution and batch size. ``--config``
-(repeatable) picks configs; ``--batch_size`` overrides every config's batch size.
+(repeatable) picks configs; ``--batch_size`` overrides every config's batch size. The last three
+switches are the experiments of the README's "Training step on CPU" table: ``--float16`` trains
+as ``use_float16: True`` does (float16 cells, dynamic loss scale), ``--graph_kernel`` sets
+``enable_graph_kernel=True`` and ``--jit_level`` sets MindSpore's ``jit_config`` level.
 
 Runs the real GRAPH_MODE train step (network + focal/SmoothL1 loss + Momentum + loss scaling, plus
 global-norm clipping for the FPN configs) on one fixed batch whose targets come from the real box
@@ -78,6 +82,8 @@ def synthetic_batch(config: Config, batch_size: int, rng: np.random.Generator) -
 
 def bench_network(config: Config, batch_size: int, steps: int) -> BenchRow:
     """Build the config's train step, run it once to compile, then time `steps` more steps."""
+    import mindspore as ms
+
     from src.init_params import init_network_weights
     from src.loss import SSDWithLossCell
     from src.lr_schedule import warmup_cosine_lr
@@ -86,6 +92,8 @@ def bench_network(config: Config, batch_size: int, steps: int) -> BenchRow:
 
     network = build_ssd(config)
     init_network_weights(network, config.num_classes)
+    if config.use_float16:  # as the trainer does
+        network.to_float(ms.float16)
     loss_net = SSDWithLossCell(network, config)
     lr = warmup_cosine_lr(config.lr_init, config.lr, 0.0, 0, 1, steps + 1)
     train_net = build_train_step(loss_net, build_optimizer(loss_net, lr, config), config)
@@ -119,11 +127,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="config to benchmark (repeatable); default: the five CPU configs")
     parser.add_argument("--batch_size", type=int, default=None, help="default: each config's batch_size")
     parser.add_argument("--steps", type=int, default=8, help="timed steps after the compiling one (default 8)")
+    parser.add_argument("--float16", action="store_true", help="train with use_float16: True")
+    parser.add_argument("--graph_kernel", action="store_true", help="ms.set_context(enable_graph_kernel=True)")
+    parser.add_argument("--jit_level", choices=("O0", "O1", "O2"), default=None,
+                        help="ms.set_context(jit_config={'jit_level': ...}); default: MindSpore's")
     args = parser.parse_args(argv)
     if args.steps < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error("--steps and --batch_size must be at least 1")
     try:
-        configs = [load_config(path) for path in (args.config or CPU_CONFIGS)]
+        overrides = {"use_float16": True} if args.float16 else None
+        configs = [load_config(path, overrides) for path in (args.config or CPU_CONFIGS)]
     except ConfigError as err:
         parser.error(str(err))
     devices = sorted({config.device_target for config in configs})
@@ -134,7 +147,12 @@ def main(argv: list[str] | None = None) -> None:
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(devices[0])
+    if args.graph_kernel:
+        ms.set_context(enable_graph_kernel=True)
+    if args.jit_level:
+        ms.set_context(jit_config={"jit_level": args.jit_level})
     print(describe_machine(), flush=True)
+    print(f"float16 {args.float16}, graph kernel {args.graph_kernel}, jit_level {args.jit_level or 'default'}")
     print(f"load average (1, 5, 15 min) at start: {load_average()}", flush=True)
     rows = []
     for config in configs:

@@ -213,7 +213,7 @@ def test_job_token_names_the_job_not_a_fixed_path(monkeypatch):
     assert job_token("given").startswith("given-")
 
 
-@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+@pytest.mark.parametrize("script", ["train.py", "eval.py", "export.py"])
 def test_entry_scripts_refuse_enable_modelarts_without_moxing(tmp_path, script):
     """The hook is wired into the entry scripts: one error line, before any data is touched."""
     import subprocess
@@ -229,3 +229,35 @@ def test_entry_scripts_refuse_enable_modelarts_without_moxing(tmp_path, script):
     assert f"{script}: error: enable_modelarts is True but the 'moxing' package cannot be imported" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_export_on_modelarts_takes_the_checkpoint_from_obs_and_uploads_the_file(tmp_path, trained_run):
+    """export.py with a stand-in moxing package: checkpoint_url in before, the MINDIR in train_url after."""
+    import os
+    import subprocess
+
+    from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH
+
+    fake = tmp_path / "site" / "moxing"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("from . import file\n")
+    (fake / "file.py").write_text("import shutil\n\ndef copy_parallel(src, dst):\n"
+                                  "    shutil.copytree(src, dst, dirs_exist_ok=True)\n")
+    bucket = tmp_path / "obs"
+    (bucket / "ckpt").mkdir(parents=True)
+    (bucket / "train").mkdir()  # the job's OBS output folder exists before the job (ModelArts creates it)
+    checkpoint_name = f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
+    shutil.copy(trained_run / "ckpt_0" / checkpoint_name, bucket / "ckpt" / checkpoint_name)
+    local = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(PROJECT_ROOT)])}
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "export.py"), "--config_path", str(DEMO_CONFIG),
+                           "--enable_modelarts", "True", "--checkpoint_url", str(bucket / "ckpt"),
+                           "--train_url", str(bucket / "train"), "--load_path", str(local / "ckpt"),
+                           "--output_path", str(local / "output"),
+                           "--checkpoint_file_path", str(local / "ckpt" / checkpoint_name),
+                           "--file_name", "ssd_demo", "--file_format", "MINDIR"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    uploaded = bucket / "train" / "ssd_demo.mindir"
+    assert uploaded.is_file() and uploaded.stat().st_size > 1_000_000
+    assert not (tmp_path / "ssd_demo.mindir").exists()  # not left in the working folder, where OBS never sees it
