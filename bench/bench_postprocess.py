@@ -43,16 +43,31 @@ def random_boxes(rng: np.random.Generator, count: int) -> np.ndarray:
     return np.concatenate([corner, corner + size], axis=1)
 
 
-def write_image_outputs(rng: np.random.Generator, folder: Path, stem: str, num_boxes: int, num_classes: int,
-                        objects: np.ndarray, labels: np.ndarray, background_logit: float) -> None:
-    """One image's runner outputs: tiny background scores plus confident anchors on each object."""
+def random_objects(rng: np.random.Generator, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """2-8 objects of one image: normalised [ymin, xmin, ymax, xmax] boxes and class indices 1..C-1."""
+    objects = random_boxes(rng, int(rng.integers(2, 9)))
+    return objects, rng.integers(1, num_classes, objects.shape[0])
+
+
+def detector_scores(rng: np.random.Generator, num_boxes: int, num_classes: int, hit_anchors: np.ndarray,
+                    hit_labels: np.ndarray, background_logit: float) -> np.ndarray:
+    """(num_boxes, num_classes) float32 scores like a trained detector's: every anchor-class pair a
+    sigmoid of N(background_logit, 1), and 0.2-0.95 where an anchor fires on an object's class."""
     logits = rng.normal(background_logit, 1.0, (num_boxes, num_classes)).astype(np.float32)
     scores = 1 / (1 + np.exp(-logits))
+    scores[hit_anchors, hit_labels] = rng.uniform(0.2, 0.95, hit_anchors.size)
+    return scores
+
+
+def write_image_outputs(rng: np.random.Generator, folder: Path, stem: str, num_boxes: int, num_classes: int,
+                        objects: np.ndarray, labels: np.ndarray, background_logit: float) -> None:
+    """One image's runner outputs: tiny background scores plus 10-25 confident anchors on each object."""
+    hits = [rng.choice(num_boxes, int(rng.integers(10, 26)), replace=False) for _ in labels]
+    scores = detector_scores(rng, num_boxes, num_classes, np.concatenate(hits),
+                             np.repeat(labels, [anchors.size for anchors in hits]), background_logit)
     boxes = random_boxes(rng, num_boxes).astype(np.float32)
-    for box, label in zip(objects, labels):
-        hits = rng.choice(num_boxes, int(rng.integers(10, 26)), replace=False)
-        scores[hits, label] = rng.uniform(0.2, 0.95, hits.size)
-        boxes[hits] = np.clip(box + rng.normal(0, 0.02, (hits.size, 4)), 0, 1)
+    for box, anchors in zip(objects, hits):
+        boxes[anchors] = np.clip(box + rng.normal(0, 0.02, (anchors.size, 4)), 0, 1)
     boxes.tofile(folder / f"{stem}_0.bin")
     scores.tofile(folder / f"{stem}_1.bin")
 
@@ -68,8 +83,7 @@ def write_synthetic_run(root: Path, config, num_images: int, background_logit: f
     for image_id in range(1, num_images + 1):
         stem = f"{image_id:012d}"
         images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": IMAGE_HEIGHT, "width": IMAGE_WIDTH})
-        objects = random_boxes(rng, int(rng.integers(2, 9)))
-        labels = rng.integers(1, config.num_classes, objects.shape[0])
+        objects, labels = random_objects(rng, int(config.num_classes))
         for (ymin, xmin, ymax, xmax), label in zip(objects, labels):
             width, height = (xmax - xmin) * IMAGE_WIDTH, (ymax - ymin) * IMAGE_HEIGHT
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
@@ -91,7 +105,7 @@ def main() -> None:
                         help="mean logit of background anchor scores (-4: about 100 detections per image)")
     args = parser.parse_args()
     config = load_config(args.config)
-    print(describe_machine("onnxruntime", "pycocotools"))
+    print(describe_machine("onnxruntime", "pycocotools", "faster-coco-eval"))
     with tempfile.TemporaryDirectory(prefix="bench_postprocess_") as temp:
         root = Path(temp)
         started = time.perf_counter()

@@ -3,7 +3,10 @@
 The evaluation tests go through the real path: a real ``mindspore.dataset`` pipeline, the real
 post-processing and writer, and pycocotools on a COCO json written to tmp_path (or coco128).
 """
+import csv
 import json
+import logging
+import sys
 import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,8 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from src.eval_utils import (CocoResultWriter, Detections, batched_nms, category_ids_by_name, coco_evaluate,
-                            evaluate_detector, format_report, load_coco_quietly, postprocess_image)
+from src.eval_utils import (CANDIDATES_PER_DETECTION, NMS_WINDOW, PER_CLASS_CSV_COLUMNS, CocoResultWriter, Detections,
+                            batched_nms, category_ids_by_name, coco_evaluate, evaluate_detector, format_report,
+                            load_coco_quietly, postprocess_image, write_per_class_csv)
 
 NUM_ANCHORS = 64
 
@@ -41,7 +45,10 @@ def reference_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -
 
 
 def reference_postprocess(boxes_yxyx, scores, image_hw, min_score, nms_threshold, max_boxes, top_k):
-    """Per class: strict threshold, top_k, pixel boxes, greedy NMS; then the image's max_boxes best."""
+    """Per class: strict threshold, top_k, pixel boxes, greedy NMS; then the image's max_boxes best.
+
+    Equal scores rank by anchor index, then class: within a class by anchor (stable sort), and
+    across classes the final sort's key says so."""
     h, w = image_hw
     pixel = boxes_yxyx.astype(np.float64)[:, [1, 0, 3, 2]] * [w, h, w, h]
     found = []
@@ -49,9 +56,18 @@ def reference_postprocess(boxes_yxyx, scores, image_hw, min_score, nms_threshold
         idx = np.flatnonzero(scores[:, cls] > min_score)
         idx = idx[np.argsort(-scores[idx, cls], kind="stable")][:top_k]
         for k in reference_nms(pixel[idx], scores[idx, cls], nms_threshold):
-            found.append((float(scores[idx[k], cls]), cls, tuple(pixel[idx[k]])))
-    found.sort(key=lambda item: -item[0])
+            found.append((float(scores[idx[k], cls]), int(idx[k]), cls, tuple(pixel[idx[k]])))
+    found.sort(key=lambda item: (-item[0], item[1], item[2]))
     return found[:max_boxes]
+
+
+def assert_matches_reference(got: Detections, expected) -> None:
+    """Same detections in the same order, bit for bit (both compute the pixel boxes in float64)."""
+    assert len(got.scores) == len(expected)
+    np.testing.assert_array_equal(got.scores, np.float32([score for score, _, _, _ in expected]))
+    np.testing.assert_array_equal(got.labels, np.int64([cls for _, _, cls, _ in expected]))
+    np.testing.assert_array_equal(got.boxes_xyxy, np.float32([box for _, _, _, box in expected]).reshape(-1, 4))
+    assert got.boxes_xyxy.dtype == np.float32 and got.labels.dtype == np.int64
 
 
 def random_boxes(rng, n, clusters=6):
@@ -82,18 +98,79 @@ def test_batched_nms_keeps_exactly_the_reference_sets(iou_threshold):
     assert 20 < keep.size < 350  # the clusters really made NMS suppress (and keep) many boxes
 
 
+def test_batched_nms_over_several_windows_keeps_the_reference_prefix():
+    rng = np.random.default_rng(23)
+    count = 3 * NMS_WINDOW + 17
+    boxes = random_boxes(rng, count, clusters=12)[:, [1, 0, 3, 2]] * 500
+    scores = np.round(rng.uniform(0, 1, count), 2)  # ties: the earlier index ranks first
+    labels = rng.integers(1, 4, count)
+    expected = []
+    for cls in range(1, 4):
+        members = np.flatnonzero(labels == cls)
+        expected += members[reference_nms(boxes[members], scores[members], 0.5)].tolist()
+    expected.sort(key=lambda i: (-scores[i], i))
+    for max_keep in (None, 1, 40, len(expected) - 1):
+        assert batched_nms(boxes, scores, labels, 0.5, max_keep).tolist() == expected[:max_keep]
+    rank = np.empty(count, int)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(count)
+    assert rank[expected[-1]] >= 2 * NMS_WINDOW  # the kept boxes span several windows
+
+
 @pytest.mark.parametrize("top_k,max_boxes", [(1000, 1000), (15, 1000), (400, 25)])
 def test_postprocess_matches_per_class_reference(top_k, max_boxes):
     rng = np.random.default_rng(top_k + max_boxes)
     boxes = random_boxes(rng, 600)
     scores = rng.uniform(0, 1, (600, 6)).astype(np.float32) ** 3
     got = postprocess_image(boxes, scores, (375, 500), 0.05, 0.5, max_boxes, pre_nms_top_k=top_k)
-    expected = reference_postprocess(boxes, scores, (375, 500), 0.05, 0.5, max_boxes, top_k)
-    assert len(got.scores) == len(expected)
-    np.testing.assert_array_equal(got.scores, np.float32([s for s, _, _ in expected]))
-    np.testing.assert_array_equal(got.labels, [c for _, c, _ in expected])
-    np.testing.assert_allclose(got.boxes_xyxy, [b for _, _, b in expected], rtol=1e-6)
-    assert got.boxes_xyxy.dtype == np.float32 and got.labels.min() >= 1
+    assert_matches_reference(got, reference_postprocess(boxes, scores, (375, 500), 0.05, 0.5, max_boxes, top_k))
+    assert got.labels.min() >= 1
+
+
+@pytest.mark.parametrize("top_k,max_boxes", [(7, 50), (30, 100), (400, 1000)])
+def test_postprocess_breaks_ties_by_anchor_then_class_like_the_reference(top_k, max_boxes):
+    rng = np.random.default_rng(top_k)
+    boxes = random_boxes(rng, 500)
+    scores = np.round(rng.uniform(0, 1, (500, 12)), 1).astype(np.float32)  # 11 distinct values: ties everywhere
+    got = postprocess_image(boxes, scores, (375, 500), 0.05, 0.5, max_boxes, pre_nms_top_k=top_k)
+    assert_matches_reference(got, reference_postprocess(boxes, scores, (375, 500), 0.05, 0.5, max_boxes, top_k))
+    assert np.all((scores[:, 1:] == 1.0).sum(axis=0) > 7)  # the top_k=7 cut falls inside a tie
+    assert (scores[:, 1:] == got.scores[-1]).sum() > (got.scores == got.scores[-1]).sum()  # so does the last place
+
+
+def test_postprocess_of_many_classes_over_top_k_matches_the_reference():
+    rng = np.random.default_rng(24)
+    boxes = random_boxes(rng, 3000, clusters=30)
+    scores = (1 / (1 + np.exp(-rng.normal(-3, 1.5, (3000, 81))))).astype(np.float32)
+    got = postprocess_image(boxes, scores, (480, 640), 0.01, 0.6, 100, pre_nms_top_k=20)
+    assert_matches_reference(got, reference_postprocess(boxes, scores, (480, 640), 0.01, 0.6, 100, 20))
+    assert np.all((scores[:, 1:] > 0.01).sum(axis=0) > 20) and len(set(got.labels.tolist())) > 40
+
+
+@pytest.mark.parametrize("top_k", [100, 400])
+def test_postprocess_ranks_further_when_the_best_candidates_suppress_each_other(top_k):
+    # 300 near-identical class-1 boxes outscore everything and collapse to one detection, so the
+    # others come from beyond the first CANDIDATES_PER_DETECTION * max_boxes candidates; with
+    # top_k=100 class 1 is full after that first prefix and its remaining candidates are dropped
+    rng = np.random.default_rng(top_k)
+    boxes = random_boxes(rng, 800, clusters=40)
+    boxes[:300] = np.float32([0.2, 0.2, 0.6, 0.6]) + rng.uniform(-0.002, 0.002, (300, 4)).astype(np.float32)
+    scores = np.zeros((800, 4), np.float32)
+    scores[:300, 1] = rng.uniform(0.8, 1.0, 300)
+    scores[300:, 1:] = rng.uniform(0.0, 0.7, (500, 3))
+    max_boxes = 30
+    got = postprocess_image(boxes, scores, (300, 400), 0.05, 0.5, max_boxes, pre_nms_top_k=top_k)
+    assert_matches_reference(got, reference_postprocess(boxes, scores, (300, 400), 0.05, 0.5, max_boxes, top_k))
+    first_prefix_bar = np.sort(scores[:, 1:].ravel())[::-1][CANDIDATES_PER_DETECTION * max_boxes - 1]
+    assert len(got.scores) == max_boxes and got.scores[1] < first_prefix_bar
+
+
+def test_postprocess_with_every_class_collapsing_runs_out_of_candidates():
+    # one box for all anchors: each class keeps exactly its best anchor, fewer than max_boxes
+    boxes = np.tile(np.float32([[0.1, 0.2, 0.5, 0.6]]), (700, 1))
+    scores = np.random.default_rng(25).uniform(0.02, 1, (700, 21)).astype(np.float32)
+    got = postprocess_image(boxes, scores, (480, 640), 0.01, 0.6, 100, pre_nms_top_k=50)
+    assert_matches_reference(got, reference_postprocess(boxes, scores, (480, 640), 0.01, 0.6, 100, 50))
+    np.testing.assert_array_equal(np.sort(got.labels), np.arange(1, 21))
 
 
 def test_max_boxes_is_per_image_and_ordered_by_score():
@@ -166,6 +243,29 @@ def test_category_ids_by_name_and_writer_rounding_mapping_and_dropping(tmp_path)
         {"image_id": 5, "category_id": 3, "bbox": [1.23, 2.35, 9.87, 9.85], "score": 0.12346},
         {"image_id": 5, "category_id": 18, "bbox": [5.0, 5.0, 1.0, 1.0], "score": 0.8},
     ]
+
+
+def test_writer_names_files_and_categories_when_asked(tmp_path):
+    """predict.py's records: file_name per image and category_name per detection; COCO tools still load them."""
+    gt = tiny_coco(tmp_path / "gt.json", [{"id": 5, "height": 50, "width": 60}, {"id": 6, "height": 50, "width": 60}],
+                   [], [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}])
+    classes = ["background", "car", "dog"]
+    dets = Detections(np.array([[1, 2, 11, 12], [5, 5, 6, 6]], np.float32), np.array([0.9, 0.8], np.float32),
+                      np.array([2, 1]))
+    out = tmp_path / "det.json"
+    with CocoResultWriter(out, np.array([-1, 3, 18]), classes, category_names=True) as writer:
+        writer.write(5, dets, file_name="photos/a.jpg")
+        writer.write(6, dets)
+    records = json.loads(out.read_text())
+    assert records[:2] == [
+        {"image_id": 5, "file_name": "photos/a.jpg", "category_id": 18, "category_name": "dog",
+         "bbox": [1.0, 2.0, 10.0, 10.0], "score": 0.9},
+        {"image_id": 5, "file_name": "photos/a.jpg", "category_id": 3, "category_name": "car",
+         "bbox": [5.0, 5.0, 1.0, 1.0], "score": 0.8}]
+    assert [set(record) for record in records[2:]] == [{"image_id", "category_id", "category_name", "bbox", "score"}] * 2
+    assert len(load_coco_quietly(gt).loadRes(str(out)).anns) == 4
+    with pytest.raises(ValueError, match="needs the class names"):
+        CocoResultWriter(out, np.array([-1, 3, 18]), category_names=True)
 
 
 def test_writer_without_detections_writes_an_empty_json_array(tmp_path):
@@ -335,14 +435,19 @@ def test_mismatched_inputs_get_clear_errors(tmp_path):
         coco_evaluate(gt, tmp_path / "foreign.json")
 
 
-def test_format_report_lists_summary_map_crowd_and_classes_by_ap(tmp_path):
+def evaluation_with_a_weak_class(tmp_path):
+    """The synthetic evaluation with the dog boxes shifted (dog AP below the others) and zebra without GT."""
     rng = np.random.default_rng(12)
     gt = synthetic_coco(tmp_path / "gt.json", rng)
     outputs = fake_network_outputs(gt, CLASSES, rng)
     dog_images = {a["image_id"] for a in json.loads(gt.read_text())["annotations"] if a["category_id"] == 5}
-    for img_id in dog_images:  # the dog boxes get shifted: dog AP drops below the others
+    for img_id in dog_images:
         outputs[img_id] = fake_network_outputs(gt, CLASSES, np.random.default_rng(img_id), shift=0.2)[img_id]
-    result = run_evaluation(tmp_path, gt, outputs, CLASSES, eval_config())
+    return run_evaluation(tmp_path, gt, outputs, CLASSES, eval_config())
+
+
+def test_format_report_lists_summary_map_crowd_and_classes_by_ap(tmp_path):
+    result = evaluation_with_a_weak_class(tmp_path)
     lines = format_report(result).splitlines()
     assert lines[:12] == result.summary_lines
     assert lines[12] == f"mAP: {result.map}"
@@ -351,6 +456,27 @@ def test_format_report_lists_summary_map_crowd_and_classes_by_ap(tmp_path):
     assert table == sorted(table, key=lambda name: -np.nan_to_num(
         next(c.ap for c in result.per_class if c.name == name), nan=-1.0))
     assert table[-1] == "zebra" and lines[-1].split()[1] == "-"
+
+
+def test_per_class_csv_is_the_printed_table_at_full_precision(tmp_path):
+    result = evaluation_with_a_weak_class(tmp_path)
+    path = tmp_path / "report" / "per_class_ap.csv"
+    write_per_class_csv(result, path)
+    with open(path, encoding="utf-8", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert tuple(header) == PER_CLASS_CSV_COLUMNS == ("class", "category_id", "AP", "AP50", "num_gt")
+    assert [row[0] for row in rows] == [line.split()[0] for line in format_report(result).splitlines()[15:]]
+    by_name = {c.name: c for c in result.per_class}
+    assert len(rows) == len(by_name) == 4
+    for name, category_id, ap, ap50, num_gt in rows:
+        expected = by_name[name]
+        assert (int(category_id), int(num_gt)) == (expected.category_id, expected.num_gt)
+        if np.isnan(expected.ap):
+            assert (ap, ap50) == ("", "")  # no ground truth: AP undefined, written as an empty cell
+        else:
+            assert (float(ap), float(ap50)) == (expected.ap, expected.ap50)
+    assert rows[-1] == ["zebra", "11", "", "", "0"]
+    assert rows[-2][0] == "dog" and 0 < float(rows[-2][2]) < float(rows[0][2])  # the shifted class ranks low
 
 
 # ----------------------------------------------------------------------------- evaluation, real COCO sample
@@ -367,3 +493,38 @@ def test_coco128_ground_truth_as_predictions(tmp_path, coco128_root):
     assert result.map == pytest.approx(1.0)
     assert sum(c.num_gt for c in result.per_class) == 939 - 10
     assert sum(not np.isnan(c.ap) for c in result.per_class) == 71
+
+
+def jittered_ground_truth(coco: dict, rng) -> list[dict]:
+    """Three detections per GT box, corners moved by ~10 % of its size, 10 % of them with a wrong
+    category, random scores: a result file with a middling, non-trivial COCO score."""
+    detections = []
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        for _ in range(3):
+            dx, dy, dw, dh = rng.normal(0, 0.1, 4) * [w, h, w, h]
+            wrong = rng.random() < 0.1
+            category = int(rng.choice([c["id"] for c in coco["categories"]])) if wrong else ann["category_id"]
+            detections.append({"image_id": ann["image_id"], "category_id": category,
+                               "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
+                               "score": float(rng.uniform(0.05, 1))})
+    return detections
+
+
+def test_faster_coco_eval_gives_the_pycocotools_numbers(tmp_path, coco128_root, monkeypatch, caplog):
+    pytest.importorskip("faster_coco_eval", reason="the optional faster-coco-eval backend is not installed")
+    gt = coco128_root / "annotations" / "instances_train2017.json"
+    results = tmp_path / "det.json"
+    results.write_text(json.dumps(jittered_ground_truth(json.loads(gt.read_text()), np.random.default_rng(14))))
+    monkeypatch.setattr(logging.getLogger("ssd"), "propagate", True)  # an entry script's logger may have cut it
+    with caplog.at_level(logging.INFO, logger="ssd"):
+        fast = coco_evaluate(gt, results)
+        monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import fails -> pycocotools
+        reference = coco_evaluate(gt, results)
+    assert [r.getMessage() for r in caplog.records if "backend" in r.getMessage()] == [
+        "COCO evaluation backend: faster_coco_eval", "COCO evaluation backend: pycocotools"]
+    assert 0.2 < reference.map < 0.8
+    np.testing.assert_array_almost_equal(fast.stats, reference.stats, decimal=4)
+    assert fast.summary_lines == reference.summary_lines and len(fast.summary_lines) == 12
+    np.testing.assert_allclose([c.ap for c in fast.per_class], [c.ap for c in reference.per_class], atol=1e-4)
+    np.testing.assert_allclose([c.ap50 for c in fast.per_class], [c.ap50 for c in reference.per_class], atol=1e-4)
