@@ -1,35 +1,43 @@
-"""Evaluate an SSD checkpoint with the COCO protocol: ``python eval.py --config_path ... --checkpoint_file_path ...``.
+"""Evaluate an SSD checkpoint with the COCO protocol: ``python eval.py --config_path ... --checkpoint_file_path ...
+[--save_detections PATH]``.
 
 Every image of the annotation file is scored (crowd regions handled by COCOeval); prints the
-12 COCO lines, ``mAP: x`` and a per-class table, and writes the detections as a COCO results json.
+12 COCO lines, ``mAP: x`` and a per-class table, and writes to the output_path folder:
+eval_detections.json (the detections, a COCO results json) and eval_per_class_ap.csv (the per-class
+table: class, category_id, AP, AP50, num_gt; best AP first; empty AP cells for classes without ground truth).
+
+--save_detections PATH  write the detections json to PATH instead of <output_path>/eval_detections.json
+                        (e.g. a results file for the COCO evaluation server).
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
+from src.eval_outputs import evaluation_flags
 from src.model_utils.device_adapter import start_run
 from src.model_utils.moxing_adapter import entry_session
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, process, logger = start_run(argv, __doc__, "eval")
+    own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
+    config, process, logger = start_run(config_args, __doc__, "eval")
     if not config.checkpoint_file_path:
         raise SystemExit("eval.py needs --checkpoint_file_path <ckpt> (the weights to evaluate)")
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
         from src.checkpoint import load_network_weights
-        from src.eval_utils import format_report
+        from src.eval_outputs import detections_json_path, publish_report
         from src.evaluation import build_inference_network, evaluate_on_validation
         from src.ssd import build_ssd
 
         infer_net = build_inference_network(build_ssd(config), config)
         load_network_weights(config.checkpoint_file_path, infer_net)
         logger.info(f"loaded {config.checkpoint_file_path}")
-        results_json = Path(config.output_path) / "eval_detections.json"
+        results_json = detections_json_path(own.save_detections, config.output_path, "eval")
         result = evaluate_on_validation(infer_net, config, results_json)
-        print(format_report(result), flush=True)
-        logger.info(f"detections written to {results_json}; mAP {result.map:.4f}")
+        csv_path = publish_report(result, config.output_path, "eval")
+        logger.info(f"detections written to {results_json}, per-class AP to {csv_path}; mAP {result.map:.4f}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

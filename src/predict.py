@@ -1,21 +1,24 @@
 """Detections on the user's own image files with a checkpoint, MINDIR or ONNX model (``predict.py``).
 
 Pre-processing runs the eval pipeline's MindSpore vision ops with its constants (src/dataset.py)
-and post-processing is eval's ``postprocess_image``, so an image gets the detections eval.py
-would compute for it, up to the thresholds chosen here. Exported files have a fixed batch: the
-last batch is padded with zeros and the padding's outputs dropped, so any number of images runs.
-Outputs: each image with its detections drawn (src/visualize.py) and one COCO results json.
+on the image as cv2 decodes it (pixel for pixel what the pipeline's Decode gives, without Decode's
+habit of dropping a copy of every corrupt input into the working directory), and post-processing
+is eval's ``postprocess_image``, so an image gets the detections eval.py would compute for it, up
+to the thresholds chosen here. Exported files have a fixed batch: the last batch is padded with
+zeros and the padding's outputs dropped, so any number of images runs.
+Outputs: each image with its detections drawn (src/visualize.py) and one COCO results json
+(eval's CocoResultWriter, with each record's file_name and category_name).
 """
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+import cv2
 import mindspore.dataset.transforms as transforms
 import mindspore.dataset.vision as vision
 import numpy as np
@@ -23,10 +26,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from src.dataset import IMAGE_MEAN, IMAGE_STD
-from src.eval_utils import Detections, category_ids_by_name, postprocess_image
+from src.eval_utils import CocoResultWriter, Detections, check_outputs, category_ids_by_name, postprocess_image
 from src.visualize import draw_detections
 
-#: Suffixes of the files read as images (what MindSpore's Decode, the eval pipeline's decoder, reads).
+#: Suffixes of the files read as images (formats both cv2 and the eval pipeline's Decode read).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MODEL_SUFFIXES = (".ckpt", ".mindir", ".onnx")
 DETECTIONS_FILE = "detections.json"
@@ -43,7 +46,7 @@ class PredictError(ValueError):
 
 
 class UnreadableImageError(ValueError):
-    """A file with an image suffix that MindSpore cannot decode (corrupt, truncated, empty)."""
+    """A file with an image suffix that cannot be decoded (corrupt, truncated, empty)."""
 
 
 @dataclass(frozen=True)
@@ -211,14 +214,18 @@ def prediction_options(config: Any, score_threshold: float | None, max_boxes: in
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, decoded by MindSpore's Decode as the eval pipeline decodes its images."""
+    """(H, W, 3) uint8 RGB, the pixels the eval pipeline's Decode gives (EXIF orientation ignored, as there).
+
+    cv2 rather than MindSpore's Decode: Decode writes every file it fails on to abnormal_image.jpg in
+    the working directory, a side effect a user's folder of photos should not have.
+    """
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise UnreadableImageError("the file is empty")
-    try:
-        return vision.Decode()(data)
-    except RuntimeError as err:
-        raise UnreadableImageError("cannot be decoded (corrupt or truncated image)") from err
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise UnreadableImageError("cannot be decoded (corrupt or truncated image)")
+    return np.ascontiguousarray(image[:, :, ::-1])
 
 
 def eval_preprocessor(img_shape: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -293,38 +300,6 @@ def annotation_lookup(config: Any, log: logging.Logger) -> tuple[ImageIds, np.nd
     return image_ids, category_ids
 
 
-class DetectionsJson:
-    """Streams detections into one COCO results json (plus file_name and category_name per record)."""
-
-    def __init__(self, path: Path, category_ids: np.ndarray, class_names: Sequence[str]) -> None:
-        self.path = path
-        self._category_ids = category_ids
-        self._class_names = list(class_names)
-        self._file: Any = None
-        self._separator = ""
-
-    def __enter__(self) -> "DetectionsJson":
-        self._file = open(self.path, "w", encoding="utf-8")
-        self._file.write("[")
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._file.write("\n]\n")
-        self._file.close()
-
-    def write(self, image_id: int, file_name: str, detections: Detections) -> None:
-        """One image's detections; bbox [x, y, w, h] rounded to 0.01 px and scores to 1e-5 as eval writes them."""
-        for (x1, y1, x2, y2), score, label in zip(detections.boxes_xyxy.astype(np.float64).tolist(),
-                                                  detections.scores.astype(np.float64).tolist(),
-                                                  detections.labels.tolist()):
-            record = {"image_id": int(image_id), "file_name": file_name,
-                      "category_id": int(self._category_ids[label]), "category_name": self._class_names[label],
-                      "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                      "score": round(score, 5)}
-            self._file.write(self._separator + "\n" + json.dumps(record))
-            self._separator = ","
-
-
 def output_image_path(output_dir: Path, source: Path, taken: set[str]) -> Path:
     """JPEG inputs keep their name (written as JPEG), others become PNG; a clash of names gets _1, _2, ..."""
     suffix = source.suffix if source.suffix.lower() in (".jpg", ".jpeg") else ".png"
@@ -357,7 +332,8 @@ class FilePredictor:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         summary = PredictSummary(self.output_dir, self.output_dir / DETECTIONS_FILE)
         pending: list[_LoadedImage] = []
-        with DetectionsJson(summary.detections_json, self.category_ids, self.config.classes) as writer:
+        with CocoResultWriter(summary.detections_json, self.category_ids, self.config.classes,
+                              category_names=True) as writer:
             for path in tqdm(files, desc="predict", unit="file", disable=len(files) < 2):
                 loaded = self._load(path, summary)
                 if loaded is not None:
@@ -383,29 +359,25 @@ class FilePredictor:
             return None
         return _LoadedImage(path, image, self.preprocess(image))
 
-    def _predict_batch(self, batch: list[_LoadedImage], writer: DetectionsJson, summary: PredictSummary) -> None:
+    def _predict_batch(self, batch: list[_LoadedImage], writer: CocoResultWriter, summary: PredictSummary) -> None:
         inputs = np.stack([item.network_input for item in batch])
         padding = self.detector.batch_size - len(batch)
         if padding:
             inputs = np.concatenate([inputs, np.zeros((padding, *inputs.shape[1:]), dtype=inputs.dtype)])
         boxes, scores = (np.asarray(out) for out in self.detector.predict(inputs))
-        self._check_outputs(boxes, scores, inputs.shape[0])
+        try:
+            check_outputs(boxes, scores, inputs.shape[0], int(self.config.num_classes),
+                           int(self.config.num_ssd_boxes))
+        except ValueError as err:
+            raise PredictError(f"{self.config.model_name} config: {err}") from err
         for item, image_boxes, image_scores in zip(batch, boxes, scores):
             detections = detect(image_boxes, image_scores, item.image_rgb.shape[:2], self.options)
             drawn = above(detections, self.options.draw_threshold)
             self._save_drawing(item, drawn)
-            writer.write(self.image_ids(item.path), str(item.path), detections)
+            writer.write(self.image_ids(item.path), detections, file_name=str(item.path))
             summary.num_images += 1
             summary.num_detections += len(detections.scores)
             summary.num_drawn += len(drawn.scores)
-
-    def _check_outputs(self, boxes: np.ndarray, scores: np.ndarray, batch_size: int) -> None:
-        expected_boxes = (batch_size, int(self.config.num_ssd_boxes), 4)
-        expected_scores = (batch_size, int(self.config.num_ssd_boxes), int(self.config.num_classes))
-        if boxes.shape != expected_boxes or scores.shape != expected_scores:
-            raise PredictError(f"the model returned boxes {boxes.shape} and scores {scores.shape} but the config "
-                               f"({self.config.model_name}) needs {expected_boxes} and {expected_scores}; pass the "
-                               f"--config_path the model was trained or exported with")
 
     def _save_drawing(self, item: _LoadedImage, detections: Detections) -> None:
         drawn = draw_detections(item.image_rgb, detections.boxes_xyxy, detections.scores, detections.labels,

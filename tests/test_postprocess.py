@@ -4,12 +4,13 @@ The reference is eval.py's printed COCO table for the checkpoint of the session'
 run (conftest.py ``trained_run``): the same network's outputs written as the C++ runner writes them
 (``<stem>_0.bin`` / ``<stem>_1.bin``) must give postprocess.py the same table, and the ONNX export
 of that checkpoint (batch 3, so the last of the 16 images is a padded batch) must give eval_onnx.py
-the same table. Also: missing/truncated result files named (or tolerated with --missing_as_empty),
+the same table; all three write that table as the same per-class CSV. Also: --save_detections, missing/truncated result files named (or tolerated with --missing_as_empty),
 the seed's --drop subset, clear errors for a wrong model or provider, and the memory-bounded
 COCOeval in category groups equal to one pass.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -25,12 +26,11 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
-from pycocotools.cocoeval import COCOeval
 
 from src.annotations import load_coco_quietly
 from src.checkpoint import load_network_weights
 from src.dataset import create_ssd_dataset
-from src.eval_utils import CATEGORIES_PER_PASS, coco_evaluate
+from src.eval_utils import CATEGORIES_PER_PASS, classes_by_ap, coco_evaluate, new_cocoeval
 from src.evaluation import build_inference_network
 from src.mindrecord_io import ensure_mindrecord, ground_truth_json
 from src.model_utils.config import load_config
@@ -53,12 +53,26 @@ def checkpoint(trained_run) -> Path:
     return trained_run / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
 
 
+def csv_rows(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle))
+
+
 @pytest.fixture(scope="module")
-def eval_py_table(demo_root, trained_run, checkpoint) -> tuple[list[str], float]:
-    done = run_script("eval.py", *demo_args(demo_root, trained_run / "eval_reference", "--checkpoint_file_path",
-                                            str(checkpoint)))
+def eval_py_run(demo_root, trained_run, checkpoint, tmp_path_factory) -> tuple[Path, Path, str]:
+    """eval.py on the checkpoint with --save_detections outside its output folder: (output folder, saved json,
+    stdout)."""
+    output = trained_run / "eval_reference"
+    saved = tmp_path_factory.mktemp("saved") / "submission" / "ssd_val_results.json"
+    done = run_script("eval.py", *demo_args(demo_root, output, "--checkpoint_file_path", str(checkpoint),
+                                            "--save_detections", str(saved)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines, map_value = coco_table(done.stdout)
+    return output, saved, done.stdout
+
+
+@pytest.fixture(scope="module")
+def eval_py_table(eval_py_run) -> tuple[list[str], float]:
+    lines, map_value = coco_table(eval_py_run[2])
     assert map_value > 0, "the reference run must detect something for the comparison to mean anything"
     return lines, map_value
 
@@ -102,11 +116,34 @@ def postprocess(demo_root: Path, output: Path, result_path: Path, *extra: str, i
                                                    "--img_path", str(img_path), *extra))
 
 
-def test_postprocess_prints_eval_py_table(demo_root, tmp_path, runner_outputs, eval_py_table):
-    done = postprocess(demo_root, tmp_path, runner_outputs)
+def test_eval_py_writes_the_per_class_csv_and_the_detections_where_asked(demo_root, eval_py_run):
+    output, saved, stdout = eval_py_run
+    assert not (output / "eval_detections.json").exists(), "--save_detections replaces the default file"
+    config = load_config(DEMO_CONFIG, {"data_path": str(demo_root), "coco_root": "coco"})
+    coco_gt = load_coco_quietly(ground_truth_json(config))
+    with redirect_stdout(io.StringIO()):
+        assert len(coco_gt.loadRes(str(saved)).anns) > 0
+    rescored = coco_evaluate(coco_gt, saved, classes=config.classes)
+    assert f"mAP: {rescored.map}\n" in stdout  # the saved file is the one eval.py scored
+    csv_path = output / "eval_per_class_ap.csv"
+    assert f"detections written to {saved}, per-class AP to {csv_path}" in stdout
+    header, *rows = csv_rows(csv_path)
+    assert header == ["class", "category_id", "AP", "AP50", "num_gt"]
+    expected = classes_by_ap(rescored.per_class)
+    assert [(name, int(cid), int(num_gt)) for name, cid, _, _, num_gt in rows] == \
+        [(c.name, c.category_id, c.num_gt) for c in expected]
+    np.testing.assert_array_equal([float(ap or "nan") for _, _, ap, _, _ in rows], [c.ap for c in expected])
+    np.testing.assert_array_equal([float(ap50 or "nan") for _, _, _, ap50, _ in rows], [c.ap50 for c in expected])
+
+
+def test_postprocess_prints_eval_py_table(demo_root, tmp_path, runner_outputs, eval_py_table, eval_py_run):
+    saved = tmp_path / "saved" / "runner.json"
+    done = postprocess(demo_root, tmp_path, runner_outputs, "--save_detections", str(saved))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert coco_table(done.stdout) == eval_py_table
     assert "16 images" in done.stdout
+    assert csv_rows(tmp_path / "postprocess_per_class_ap.csv") == csv_rows(eval_py_run[0] / "eval_per_class_ap.csv")
+    assert json.loads(saved.read_text()) and not (tmp_path / "postprocess_detections.json").exists()
 
 
 def test_missing_and_truncated_results_are_named(demo_root, tmp_path, runner_outputs, eval_py_table):
@@ -163,7 +200,7 @@ def test_drop_keeps_the_seeds_image_subset(tmp_path):
     assert seed_protocol_image_ids(coco, ["background", "cat", "zebra"]) == [1, 4]
 
 
-def test_eval_onnx_prints_eval_py_table(demo_root, trained_run, checkpoint, tmp_path, eval_py_table):
+def test_eval_onnx_prints_eval_py_table(demo_root, trained_run, checkpoint, tmp_path, eval_py_table, eval_py_run):
     """Through scripts/run_eval_onnx.sh with the seed's argument list; batch 3 pads the last of 16 images."""
     onnx_file = tmp_path / "ssd_b3.onnx"
     exported = run_script("export.py", "--config_path", str(DEMO_CONFIG),
@@ -179,6 +216,9 @@ def test_eval_onnx_prints_eval_py_table(demo_root, trained_run, checkpoint, tmp_
     assert "batch 3" in done.stdout
     assert coco_table(done.stdout) == eval_py_table
     assert coco_table((tmp_path / "eval_onnx" / "log.txt").read_text()) == eval_py_table
+    assert csv_rows(tmp_path / "eval_onnx" / "eval_onnx_per_class_ap.csv") == \
+        csv_rows(eval_py_run[0] / "eval_per_class_ap.csv")
+    assert (tmp_path / "eval_onnx" / "eval_onnx_detections.json").is_file()  # the default place
 
 
 def test_eval_onnx_refuses_a_model_of_another_config(demo_root, trained_run, tmp_path):
@@ -237,7 +277,7 @@ def test_cocoeval_in_category_groups_equals_one_pass(tmp_path):
     grouped = coco_evaluate(gt_path, tmp_path / "dt.json")
     coco_gt = load_coco_quietly(gt_path)
     with redirect_stdout(io.StringIO()):
-        one_pass = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "dt.json")), iouType="bbox")
+        one_pass = new_cocoeval(coco_gt, coco_gt.loadRes(str(tmp_path / "dt.json")))  # the backend coco_evaluate uses
         one_pass.evaluate()
         one_pass.accumulate()
         one_pass.summarize()

@@ -6,6 +6,7 @@ The inputs are 3 demo validation JPEGs as they are, a 4th one resized to 400x240
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 from collections import Counter
@@ -19,8 +20,9 @@ from PIL import Image
 from src.annotations import load_coco_quietly
 from src.model_utils.config import load_config
 from src.eval_utils import Detections
-from src.predict import (DEFAULT_DRAW_THRESHOLD, PredictError, above, eval_preprocessor, list_input_files,
-                         load_detector, output_image_path, prediction_options, read_image)
+from src.predict import (DEFAULT_DRAW_THRESHOLD, Detector, FilePredictor, PredictError, UnreadableImageError, above,
+                         eval_preprocessor, list_input_files, load_detector, output_image_path, prediction_options,
+                         read_image)
 from src.visualize import class_colour, draw_detections, label_origin, text_colour
 from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, run_script
 
@@ -195,7 +197,10 @@ def test_class_filter_and_score_threshold(demo_root, checkpoint, inputs, tmp_pat
     reference = load_records(tmp_path / "all")
     names = [r["category_name"] for r in reference]
     kept = max(set(names), key=names.count)
-    threshold = float(np.median([r["score"] for r in reference if r["category_name"] == kept]))
+    # halfway between two neighbouring scores near the median: the json's scores are rounded to 1e-5, so a
+    # threshold equal to one of them could fall on either side of the exact score the run compares
+    distinct = sorted({r["score"] for r in reference if r["category_name"] == kept})
+    threshold = (distinct[len(distinct) // 2 - 1] + distinct[len(distinct) // 2]) / 2
     predict(demo_root, checkpoint, [str(inputs)], tmp_path / "some", *no_cut, "--classes", kept,
             "--score_threshold", f"{threshold}")
     expected = [r for r in reference if r["category_name"] == kept and r["score"] > threshold]
@@ -277,6 +282,56 @@ def test_options_and_model_types_are_checked(demo_root, tmp_path):
     taken: set[str] = set()
     assert [output_image_path(tmp_path, Path(p), taken).name for p in ("a/x.jpg", "b/x.jpg", "x.bmp", "y.JPEG")] \
         == ["x.jpg", "x_1.jpg", "x.png", "y.JPEG"]
+
+
+def constant_detector(num_boxes: int, num_classes: int) -> Detector:
+    """A stand-in model without detections (all scores 0), for tests of reading and writing files."""
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.zeros((len(images), num_boxes, 4), np.float32),
+                np.zeros((len(images), num_boxes, num_classes), np.float32))
+
+    return Detector(predict, 2, "constant")
+
+
+def test_corrupt_images_in_a_folder_are_skipped_without_files_in_the_cwd(demo_root, tmp_path, monkeypatch, caplog):
+    """MindSpore's Decode wrote every file it failed on to ./abnormal_image.jpg; the cv2 decoder reports and
+    skips it, leaving the working directory alone."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    val = demo_root / "coco" / "val2017"
+    shutil.copy(val / "000001.jpg", folder / "good.jpg")
+    (folder / "corrupt.jpg").write_bytes((val / "000002.jpg").read_bytes()[:3000])
+    (folder / "empty.png").write_bytes(b"")
+    config = demo_config(demo_root)
+    log = logging.getLogger("test_predict.corrupt")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        summary = FilePredictor(constant_detector(int(config.num_ssd_boxes), int(config.num_classes)), config,
+                                prediction_options(config, None, None, None), tmp_path / "out", log
+                                ).run(list_input_files([str(folder)]))
+    assert summary.num_images == 1 and summary.unreadable == [folder / "corrupt.jpg", folder / "empty.png"]
+    assert f"skipped {folder / 'corrupt.jpg'}: cannot be decoded (corrupt or truncated image)" in caplog.text
+    assert f"skipped {folder / 'empty.png'}: the file is empty" in caplog.text
+    assert list(cwd.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.json", "good.jpg"]
+    with pytest.raises(UnreadableImageError, match="cannot be decoded"):
+        read_image(folder / "corrupt.jpg")
+    assert list(cwd.iterdir()) == []
+
+
+def test_model_outputs_that_do_not_fit_the_config_are_refused(demo_root, tmp_path):
+    config = demo_config(demo_root)
+    image = tmp_path / "in.jpg"
+    shutil.copy(demo_root / "coco" / "val2017" / "000001.jpg", image)
+    for num_boxes, num_classes, message in ((1916, 5, "returns 1916 boxes per image but the config's anchors give 1917"),
+                                            (1917, 81, "scores 81 classes but the class list has 5 names")):
+        predictor = FilePredictor(constant_detector(num_boxes, num_classes), config,
+                                  prediction_options(config, None, None, None), tmp_path / "out",
+                                  logging.getLogger("test_predict.shapes"))
+        with pytest.raises(PredictError, match=f"ssd300 config: the .*{message}"):
+            predictor.run([image])
 
 
 def test_preprocessing_is_the_eval_pipeline(demo_root):
