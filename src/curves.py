@@ -25,10 +25,13 @@ FIGURE_DPI = 100
 
 @dataclass(frozen=True)
 class TrainingCurves:
-    """The series of one metrics CSV; ``map_epochs`` / ``maps`` are empty when the run never evaluated."""
+    """The series of one metrics CSV; ``map_epochs`` / ``maps`` are empty when the run never evaluated,
+    ``class_losses`` / ``box_losses`` are NaN in a CSV written before the loss was logged in parts."""
 
     steps: np.ndarray
     losses: np.ndarray
+    class_losses: np.ndarray
+    box_losses: np.ndarray
     lrs: np.ndarray
     map_epochs: np.ndarray
     maps: np.ndarray
@@ -50,16 +53,17 @@ def read_metrics_csv(csv_path: str | Path) -> TrainingCurves:
             raise ValueError(f"{csv_path} lacks the columns {missing}; it is not a train.py metrics file")
         rows = list(reader)
     try:
-        loss_rows = [(int(row["step"]), _number(row["loss"]), _number(row["lr"])) for row in rows if row["loss"]]
+        loss_rows = [(int(row["step"]), _number(row["loss"]), _number(row.get("class_loss")),
+                      _number(row.get("box_loss")), _number(row["lr"])) for row in rows if row["loss"]]
         map_rows = [(_number(row.get("epoch")), _number(row["map"])) for row in rows if row.get("map")]
     except ValueError as err:
         raise ValueError(f"{csv_path} has a value that is not a number ({err})") from err
     if not loss_rows:
         raise ValueError(f"{csv_path} has no training steps yet")
-    steps, losses, lrs = (np.asarray(column, dtype=np.float64) for column in zip(*loss_rows))
+    steps, losses, class_losses, box_losses, lrs = (np.asarray(column, dtype=np.float64) for column in zip(*loss_rows))
     map_epochs, maps = (np.asarray(column, dtype=np.float64) for column in zip(*map_rows)) if map_rows \
         else (np.empty(0), np.empty(0))
-    return TrainingCurves(steps, losses, lrs, map_epochs, maps)
+    return TrainingCurves(steps, losses, class_losses, box_losses, lrs, map_epochs, maps)
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -90,6 +94,10 @@ def draw_curves(curves: TrainingCurves, png_path: str | Path, title: str = "") -
     loss_ax.plot(curves.steps, curves.losses, color="tab:blue", alpha=0.35, linewidth=0.8, label="loss per step")
     loss_ax.plot(curves.steps, moving_average(curves.losses, window), color="tab:blue", linewidth=2,
                  label=f"mean of the last {window} steps")
+    for part, values, colour in (("class", curves.class_losses, "tab:red"), ("box", curves.box_losses, "tab:purple")):
+        if np.isfinite(values).any():
+            loss_ax.plot(curves.steps, moving_average(values, window), color=colour, linewidth=1.2,
+                         linestyle="--", label=f"{part} part (mean)")
     loss_ax.set(xlabel="step", ylabel="loss", title="training loss")
     loss_ax.legend(loc="upper right")
     lr_ax.plot(curves.steps, curves.lrs, color="tab:orange")

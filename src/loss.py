@@ -47,12 +47,19 @@ class SSDWithLossCell(nn.Cell):
         self.network = network
         self.focal = SigmoidFocalLoss(config.gamma, config.alpha)
 
-    def construct(self, images: ms.Tensor, gt_loc: ms.Tensor, gt_label: ms.Tensor,
-                  num_matched: ms.Tensor) -> ms.Tensor:
+    def loss_parts(self, images: ms.Tensor, gt_loc: ms.Tensor, gt_label: ms.Tensor,
+                   num_matched: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
+        """(class loss, box loss), both per positive anchor: the training log shows them apart,
+        because a stalled box loss and a stalled class loss call for different fixes."""
         pred_loc, pred_label = self.network(images)
         positive = ops.cast(gt_label > 0, ms.float32)
         num_positive = ops.maximum(ops.cast(num_matched, ms.float32).sum(), 1.0)
         box_loss = ops.smooth_l1_loss(pred_loc, gt_loc, beta=1.0, reduction="none").sum(-1)
         box_loss = (box_loss * positive).sum()
         class_loss = self.focal(pred_label, gt_label).sum()
-        return (box_loss + class_loss) / num_positive
+        return class_loss / num_positive, box_loss / num_positive
+
+    def construct(self, images: ms.Tensor, gt_loc: ms.Tensor, gt_label: ms.Tensor,
+                  num_matched: ms.Tensor) -> ms.Tensor:
+        class_loss, box_loss = self.loss_parts(images, gt_loc, gt_label, num_matched)
+        return class_loss + box_loss

@@ -37,7 +37,11 @@ def _count_nonfinite_tensor(grad: ms.Tensor) -> ms.Tensor:
 
 
 class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
-    """``(*inputs) -> (loss, overflow, loss_scale)``; the update is skipped when ``overflow``."""
+    """``(*inputs) -> (loss, overflow, loss_scale, class_loss, box_loss)``; no update when ``overflow``.
+
+    ``network_with_loss`` is an ``SSDWithLossCell``: its ``loss_parts`` give the two terms the
+    training log records apart; their sum is the loss that is differentiated.
+    """
 
     def __init__(self, network_with_loss: nn.Cell, optimizer: nn.Optimizer, scale_sense: Any,
                  use_global_norm: bool = False, clip_norm: float = 1.0) -> None:
@@ -50,7 +54,8 @@ class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
 
     def construct(self, *inputs):
         weights = self.weights
-        loss = self.network(*inputs)
+        class_loss, box_loss = self.network.loss_parts(*inputs)
+        loss = class_loss + box_loss
         scale = self.scale_sense
         status = ms.Tensor([0] * 8, ms.int32)
         sens = ops.ones_like(loss) * ops.cast(scale, ops.dtype(loss))
@@ -66,7 +71,7 @@ class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
             grads = ops.clip_by_global_norm(grads, self.clip_norm)
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))
-        return loss, overflow_flag, scale
+        return loss, overflow_flag, scale, class_loss, box_loss
 
 
 def _decays(param: ms.Parameter) -> bool:

@@ -37,7 +37,7 @@ from src.train_step import build_optimizer, build_train_step
 MAX_OVERFLOW_SKIPS = 32
 CHECKPOINT_PREFIX = "ssd"
 BEST_CHECKPOINT = "best_map.ckpt"
-METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "img_per_s", "map")
+METRICS_COLUMNS = ("step", "epoch", "loss", "class_loss", "box_loss", "lr", "img_per_s", "map")
 #: Per-rank record of the img_ids consumed in a run's first epoch: shows how the data was sharded.
 FIRST_EPOCH_IDS_FILE = "first_epoch_img_ids_rank{rank}.json"
 
@@ -218,8 +218,10 @@ class Trainer:
             if record_ids:
                 consumed_ids.extend(int(i) for i in img_ids.asnumpy().reshape(-1))
             lr = float(self.lr[global_step])
-            loss_t, overflow_t, scale_t = self.train_net(*inputs)
+            loss_t, overflow_t, scale_t, class_loss_t, box_loss_t = self.train_net(*inputs)
             loss = float(loss_t.asnumpy())
+            losses = {"loss": f"{loss:.6f}", "class_loss": f"{float(class_loss_t.asnumpy()):.6f}",
+                      "box_loss": f"{float(box_loss_t.asnumpy()):.6f}"}
             where = f"epoch {epoch} step {step_in_epoch} (global step {global_step + 1})"
             scale = float(scale_t.asnumpy().reshape(-1)[0])
             overflow_skips = guard_loss(loss, bool(overflow_t.asnumpy()), scale, overflow_skips,
@@ -235,10 +237,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.5f}", img_s=f"{speed:.1f}")
                 self.log.info(f"epoch {epoch}/{config.epoch_size} step {step_in_epoch}/{self.steps_per_epoch} "
                               f"global {global_step} loss {mean_loss:.4f} lr {lr:.6f} img/s {speed:.2f}")
-                metrics.write(step=global_step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.8f}", img_per_s=f"{speed:.2f}")
+                metrics.write(step=global_step, epoch=epoch, **losses, lr=f"{lr:.8f}", img_per_s=f"{speed:.2f}")
                 window_start, window_losses = time.time(), []
             else:
-                metrics.write(step=global_step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.8f}")
+                metrics.write(step=global_step, epoch=epoch, **losses, lr=f"{lr:.8f}")
         bar.close()
         if record_ids:
             self._record_consumed_ids(epoch, consumed_ids)

@@ -421,7 +421,7 @@ def test_frozen_backbone_keeps_its_weights_through_a_training_step():
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        loss, overflow, _ = step(ms.Tensor(rng.normal(size=(1, 3, 300, 300)).astype(np.float32)),
+        loss, overflow, *_ = step(ms.Tensor(rng.normal(size=(1, 3, 300, 300)).astype(np.float32)),
                                  ms.Tensor(rng.normal(0, 0.5, (1, boxes, 4)).astype(np.float32)),
                                  ms.Tensor(labels), ms.Tensor(np.array([20], np.int32)))
     finally:

@@ -33,8 +33,10 @@ def synthetic_rows(with_map: bool) -> list[dict]:
     rows = []
     for step in range(1, STEPS + 1):
         epoch = (step - 1) // 15 + 1
+        box = 2 * math.exp(-step / 40) + rng.uniform(0, 0.2)
         loss = "inf" if step == 17 else f"{8 * math.exp(-step / 30) + rng.uniform(0, 0.5):.6f}"
-        rows.append({"step": step, "epoch": epoch, "loss": loss, "lr": f"{min(step / 10, 1) * 0.01:.8f}",
+        rows.append({"step": step, "epoch": epoch, "loss": loss, "class_loss": f"{float(loss) - box:.6f}",
+                     "box_loss": f"{box:.6f}", "lr": f"{min(step / 10, 1) * 0.01:.8f}",
                      "img_per_s": "12.5" if step % 5 == 0 else ""})
         if with_map and step % 30 == 0:
             rows.append({"step": step, "epoch": epoch, "map": f"{0.1 * epoch:.6f}"})
@@ -63,12 +65,17 @@ def test_curves_with_map_have_a_third_panel(tmp_path):
     assert_valid_png(png, height=900)
 
 
-@pytest.mark.parametrize("columns", [METRICS_COLUMNS, tuple(c for c in METRICS_COLUMNS if c != "map")],
-                         ids=["empty map values", "no map column"])
+LOSS_PARTS = ("class_loss", "box_loss")
+
+
+@pytest.mark.parametrize("columns", [METRICS_COLUMNS, tuple(c for c in METRICS_COLUMNS if c != "map"),
+                                     tuple(c for c in METRICS_COLUMNS if c not in LOSS_PARTS)],
+                         ids=["empty map values", "no map column", "CSV from before the loss parts"])
 def test_curves_without_map_have_two_panels(tmp_path, columns):
     csv_path = write_csv(tmp_path / "metrics.csv", synthetic_rows(with_map=False), columns)
     curves = read_metrics_csv(csv_path)
     assert curves.maps.size == 0 and curves.map_epochs.size == 0
+    assert np.isfinite(curves.box_losses).all() == ("box_loss" in columns)
     assert_valid_png(write_curves(csv_path, tmp_path / "out" / "plot.png"), height=650)
 
 
@@ -108,6 +115,8 @@ def test_the_trainer_draws_curves_of_the_real_run(trained_run):
     assert_valid_png(png, height=650)  # the demo config does not evaluate during training
     curves = read_metrics_csv(trained_run / "metrics_rank0.csv")
     assert curves.steps.size == EPOCHS * STEPS_PER_EPOCH
+    assert (curves.class_losses > 0).all() and (curves.box_losses > 0).all()
+    np.testing.assert_allclose(curves.class_losses + curves.box_losses, curves.losses, rtol=1e-5, atol=2e-6)
     assert f"training curves drawn in {png}" in (trained_run / "log" / "train_rank0.log").read_text()
 
 

@@ -43,6 +43,17 @@ class FixedOutputs(nn.Cell):
         return self.loc * 1.0, self.logits * 1.0
 
 
+class LossParts(nn.Cell):
+    """Calls ``loss_parts`` from a construct, as the train step does (a bare call would run eagerly)."""
+
+    def __init__(self, loss_cell: SSDWithLossCell) -> None:
+        super().__init__()
+        self.loss_cell = loss_cell
+
+    def construct(self, *inputs):
+        return self.loss_cell.loss_parts(*inputs)
+
+
 def smooth_l1(diff: np.ndarray) -> np.ndarray:
     diff = np.abs(diff.astype(np.float64))
     return np.where(diff < 1.0, 0.5 * diff ** 2, diff - 0.5)
@@ -58,11 +69,15 @@ def test_loss_is_sum_over_batch_divided_by_positives():
     gt_label[1, [3]] = 3
     num_matched = np.array([[3], [1]], np.int32)
     config = SimpleNamespace(gamma=2.0, alpha=0.75)
-    loss = SSDWithLossCell(FixedOutputs(loc, logits), config)(
-        ms.Tensor(np.zeros((2, 3, 8, 8), np.float32)), ms.Tensor(gt_loc), ms.Tensor(gt_label), ms.Tensor(num_matched))
+    loss_cell = SSDWithLossCell(FixedOutputs(loc, logits), config)
+    inputs = (ms.Tensor(np.zeros((2, 3, 8, 8), np.float32)), ms.Tensor(gt_loc), ms.Tensor(gt_label),
+              ms.Tensor(num_matched))
     box = (smooth_l1(loc - gt_loc).sum(-1) * (gt_label > 0)).sum()
     cls = focal_reference(logits, gt_label, 2.0, 0.75).sum()
-    np.testing.assert_allclose(float(loss.asnumpy()), (box + cls) / 4.0, rtol=1e-5)
+    np.testing.assert_allclose(float(loss_cell(*inputs).asnumpy()), (box + cls) / 4.0, rtol=1e-5)
+    class_part, box_part = LossParts(loss_cell)(*inputs)  # what the training log records apart
+    np.testing.assert_allclose([float(class_part.asnumpy()), float(box_part.asnumpy())], [cls / 4.0, box / 4.0],
+                               rtol=1e-5)
 
 
 def test_empty_ground_truth_gives_zero_box_loss_and_finite_loss():
