@@ -33,3 +33,9 @@ else
 fi
 echo "[demo] evaluating $(last_ckpt) on the demo validation images"
 "$py" eval.py --config_path "$config" --checkpoint_file_path "$(last_ckpt)"
+mapfile -t sample_images < <(ls "$data_root"/val2017/*.jpg | head -n 4)
+echo "[demo] drawing the detections on ${#sample_images[@]} validation images"
+"$py" predict.py --config_path "$config" --model "$(last_ckpt)" --input "${sample_images[@]}" \
+  --output_dir "$output/predict"
+echo "[demo] look at: $output/predict/ (drawn images, detections.json), $output/curves.png (loss, lr, mAP)," \
+  "$output/eval_per_class_ap.csv (AP per class)"
