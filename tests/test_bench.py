@@ -1,0 +1,52 @@
+"""Every bench script runs from the repository and prints its machine line and table (tiny sizes:
+these check that the scripts work, the numbers come from full runs, see README "Performance")."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+MACHINE_LINE = re.compile(r"^machine: \d+ cores, .+; mindspore \S+.*ONEDNN_MAX_CPU_ISA=", re.MULTILINE)
+
+
+def run_bench(script: str, *args: str, timeout: float = 900) -> str:
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / script), *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert MACHINE_LINE.search(done.stdout), done.stdout[:2000]
+    return done.stdout
+
+
+def test_bench_mindrecord_prints_a_rate_per_shard_count():
+    out = run_bench("bench_mindrecord.py", "--repeats", "1", "--shards", "1", "2")
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+[0-9.]+\s+([0-9.]+)$", out, flags=re.MULTILINE)
+    assert [shards for shards, _, _ in rows] == ["1", "2"]
+    assert all(int(images) > 0 and float(rate) > 0 for _, images, rate in rows)
+
+
+def test_bench_nms_prints_both_networks_at_both_thresholds():
+    out = run_bench("bench_nms.py", "--images", "2", "--repeats", "1")
+    for network, anchors in (("ssd300", 1917), ("ssd_mobilenet_v1_fpn", 51150)):
+        assert len(re.findall(rf"^{network}\s+{anchors}\s+0\.(?:10|01)\s", out, flags=re.MULTILINE)) == 2, out
+
+
+def test_bench_postprocess_reports_time_and_peak_memory():
+    out = run_bench("bench_postprocess.py", "--images", "20")
+    assert re.search(r"20 images in [0-9.]+ s = [0-9.]+ images/s", out), out
+    assert re.search(r"peak RSS \d+ MB \(limit 2048 MB\)", out), out
+
+
+def test_bench_train_times_one_network():
+    out = run_bench("bench_train.py", "--config", "config/ssd300_config_cpu.yaml", "--batch_size", "2", "--steps", "1")
+    assert re.search(r"^ssd300\s+300x300\s+2\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+$", out, flags=re.MULTILINE), out
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed (bash scripts/setup_env.sh installs it)")
+def test_bench_cpp_runner_compares_the_runner_with_onnxruntime():
+    out = run_bench("bench_cpp_runner.py", "--images", "2", "--batch_sizes", "1")
+    assert re.search(r"batch 1: C\+\+ runner [0-9.]+ ms/image .* onnxruntime inference [0-9.]+ ms/image", out), out
