@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-import cv2
 import mindspore.dataset.transforms as transforms
 import mindspore.dataset.vision as vision
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from src.dataset import IMAGE_MEAN, IMAGE_STD
+from src.dataset import IMAGE_MEAN, IMAGE_STD, decode_rgb
 from src.eval_utils import CocoResultWriter, Detections, check_outputs, category_ids_by_name, postprocess_image
 from src.visualize import draw_detections
 
@@ -222,10 +221,10 @@ def read_image(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise UnreadableImageError("the file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise UnreadableImageError("cannot be decoded (corrupt or truncated image)")
-    return np.ascontiguousarray(image[:, :, ::-1])
+    try:
+        return decode_rgb(data)
+    except ValueError as err:
+        raise UnreadableImageError(str(err)) from None
 
 
 def eval_preprocessor(img_shape: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:

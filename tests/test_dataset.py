@@ -4,6 +4,7 @@ Each training image holds one red rectangle on a grey background, so after the w
 crop, resize, flip, encode, normalise) the encoded box can be decoded and compared with where the red
 pixels ended up.
 """
+import io
 from pathlib import Path
 
 import cv2
@@ -11,10 +12,11 @@ import mindspore.dataset as ds
 import numpy as np
 import pytest
 from mindspore.mindrecord import FileWriter
+from PIL import Image
 
 from src.anchor_generator import default_boxes_from_config
 from src.box_utils import BoxCoder, pairwise_iou
-from src.dataset import IMAGE_MEAN, IMAGE_STD, TrainTransform, create_ssd_dataset
+from src.dataset import IMAGE_MEAN, IMAGE_STD, TrainTransform, _decode_training_image, create_ssd_dataset, decode_rgb
 from src.mindrecord_io import PADDING_ROW, SCHEMA
 from src.model_utils.config import load_config
 
@@ -126,21 +128,22 @@ def test_train_boxes_follow_the_object_pixels_through_all_augmentations(train_fi
     assert len(checked) > 4  # the object really changed size between samples
 
 
-def test_train_is_reproducible_per_seed_and_differs_between_seeds_and_epochs(train_file, seed):
-    config = cpu_config()
+def test_train_is_reproducible_per_seed_for_any_worker_count_and_differs_between_seeds_and_epochs(train_file, seed):
+    config = cpu_config()  # zoom-out and colour jitter on: every random draw must follow the seed
 
     def run(value: int, workers: int, processes: bool = False) -> list[dict]:
         seed(value)
         return collect(create_ssd_dataset(train_file, config, 2, True, num_parallel_workers=workers,
                                           python_multiprocessing=processes), epochs=2)
 
-    first, again, processes = run(3, 2), run(3, 2), run(3, 2, processes=True)
+    first = run(3, 2)
+    for other_run in (run(3, 2), run(3, 1), run(3, 2, processes=True)):
+        for key in first[0]:
+            for a, b in zip(first, other_run, strict=True):
+                np.testing.assert_array_equal(a[key], b[key])
     other = run(4, 2)
-    for key in first[0]:
-        for a, b, c in zip(first, again, processes):
-            np.testing.assert_array_equal(a[key], b[key])
-            np.testing.assert_array_equal(a[key], c[key])
     assert any(not np.array_equal(a["box"], b["box"]) for a, b in zip(first, other))
+    assert any(not np.array_equal(a["image"], b["image"]) for a, b in zip(first, other))
     half = len(first) // 2
     assert any(not np.array_equal(a["image"], b["image"]) for a, b in zip(first[:half], first[half:]))
 
@@ -149,18 +152,49 @@ def test_train_transform_depends_only_on_seed_rank_and_row():
     config = cpu_config()
     coder = BoxCoder(default_boxes_from_config(config), config.prior_scaling, config.match_threshold)
     row = red_rectangle_rows()[0]
-    image = cv2.cvtColor(cv2.imdecode(np.frombuffer(row["image"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    encoded = np.frombuffer(row["image"], dtype=np.uint8)
 
-    def boxes(seed_value: int, rank: int) -> list[np.ndarray]:
+    def outputs(seed_value: int, rank: int) -> list[tuple]:
         transform = TrainTransform(config, coder, seed_value, rank)
-        return [transform(np.array([index]), image, row["annotation"])[1] for index in range(8)]
+        return [transform(np.array([index]), encoded, row["annotation"]) for index in range(8)]
 
-    reference = boxes(3, 0)
-    for a, b in zip(reference, boxes(3, 0)):
-        np.testing.assert_array_equal(a, b)
-    for other in (boxes(4, 0), boxes(3, 1)):
-        assert any(not np.array_equal(a, b) for a, b in zip(reference, other))
-    assert any(not np.array_equal(reference[0], b) for b in reference[1:])
+    reference = outputs(3, 0)
+    for a, b in zip(reference, outputs(3, 0)):
+        for column_a, column_b in zip(a, b):
+            np.testing.assert_array_equal(column_a, column_b)
+    for other in (outputs(4, 0), outputs(3, 1)):
+        assert any(not np.array_equal(a[1], b[1]) for a, b in zip(reference, other))
+        assert any(not np.array_equal(a[0], b[0]) for a, b in zip(reference, other))
+    assert any(not np.array_equal(reference[0][1], b[1]) for b in reference[1:])
+    image, loc, labels, num_match = reference[0]
+    assert image.shape == (300, 300, 3) and image.dtype == np.uint8
+    assert loc.shape == (1917, 4) and labels.shape == (1917,) and num_match[0] == (labels > 0).sum() >= 1
+
+
+def test_decode_gives_rgb_with_three_channels_and_names_the_fix_for_bad_bytes():
+    colour = np.zeros((8, 10, 3), dtype=np.uint8)
+    colour[..., 0] = 250  # red in RGB
+    decoded = decode_rgb(np.frombuffer(jpeg(colour), dtype=np.uint8))
+    assert decoded.shape == (8, 10, 3) and decoded[..., 0].min() > 200 and decoded[..., 2].max() < 50
+    grey = decode_rgb(np.frombuffer(jpeg(np.full((6, 7), 77, dtype=np.uint8)), dtype=np.uint8))
+    assert grey.shape == (6, 7, 3) and np.abs(grey.astype(int) - 77).max() <= 2
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        decode_rgb(np.frombuffer(b"not an image", dtype=np.uint8))
+    with pytest.raises(ValueError, match="training image in the MindRecord file cannot be decoded.*only_create_dataset"):
+        _decode_training_image(np.frombuffer(b"not an image", dtype=np.uint8))
+
+
+def test_decode_keeps_the_stored_pixel_grid_of_an_exif_rotated_jpeg():
+    """Boxes are annotated on the stored pixels (as COCO's and MindSpore's Decode see them)."""
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)
+    stored[:, :10] = (250, 0, 0)  # a red band on the left of the stored image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", quality=98, exif=exif)
+    decoded = decode_rgb(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+    assert decoded.shape == (20, 40, 3)
+    assert decoded[:, :8, 0].min() > 200 and decoded[:, 12:, 0].max() < 50
 
 
 def test_eval_yields_every_image_once_with_its_id_and_original_size(eval_file, eval_rows):
