@@ -63,3 +63,21 @@ class SSDWithLossCell(nn.Cell):
                   num_matched: ms.Tensor) -> ms.Tensor:
         class_loss, box_loss = self.loss_parts(images, gt_loc, gt_label, num_matched)
         return class_loss + box_loss
+
+
+class LossParts(nn.Cell):
+    """``SSDWithLossCell.loss_parts`` as a cell, for the train step to call and differentiate.
+
+    Logging the parts and differentiating their sum through ONE cell keeps the step at one
+    forward pass (and one BatchNorm statistics update): two different entry points into the
+    network are not merged by the graph compiler. ``auto_prefix=False`` leaves the parameter
+    names (``network.*``, the model zoo's) untouched.
+    """
+
+    def __init__(self, loss_cell: SSDWithLossCell) -> None:
+        super().__init__(auto_prefix=False)
+        self.loss_cell = loss_cell
+
+    def construct(self, images: ms.Tensor, gt_loc: ms.Tensor, gt_label: ms.Tensor,
+                  num_matched: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
+        return self.loss_cell.loss_parts(images, gt_loc, gt_label, num_matched)

@@ -17,6 +17,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from src.loss import LossParts
+
 _unscale = ops.MultitypeFuncGraph("unscale")
 
 #: Clean steps before a dynamic loss scale doubles again (MindSpore's customary window).
@@ -40,12 +42,14 @@ class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
     """``(*inputs) -> (loss, overflow, loss_scale, class_loss, box_loss)``; no update when ``overflow``.
 
     ``network_with_loss`` is an ``SSDWithLossCell``: its ``loss_parts`` give the two terms the
-    training log records apart; their sum is the loss that is differentiated.
+    training log records apart; the gradient of their sum comes from the same call (a sens of
+    ``scale`` on each part), so the network runs forward once per step.
     """
 
     def __init__(self, network_with_loss: nn.Cell, optimizer: nn.Optimizer, scale_sense: Any,
                  use_global_norm: bool = False, clip_norm: float = 1.0) -> None:
         super().__init__(network_with_loss, optimizer, scale_sense)
+        self.loss_parts = LossParts(network_with_loss)
         # MindSpore's overflow check uses Ascend/GPU status kernels that the CPU backend lacks; on CPU
         # an inf/NaN scan of the (already all-reduced) gradients gives the same answer on every rank.
         self.scan_for_nonfinite = ms.get_context("device_target") == "CPU"
@@ -54,12 +58,12 @@ class TrainingWrapper(nn.TrainOneStepWithLossScaleCell):
 
     def construct(self, *inputs):
         weights = self.weights
-        class_loss, box_loss = self.network.loss_parts(*inputs)
+        class_loss, box_loss = self.loss_parts(*inputs)
         loss = class_loss + box_loss
         scale = self.scale_sense
         status = ms.Tensor([0] * 8, ms.int32)
         sens = ops.ones_like(loss) * ops.cast(scale, ops.dtype(loss))
-        grads = self.grad(self.network, weights)(*inputs, sens)
+        grads = self.grad(self.loss_parts, weights)(*inputs, (sens, sens))
         grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         grads = self.grad_reducer(grads)
         if self.scan_for_nonfinite:

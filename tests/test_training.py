@@ -104,3 +104,41 @@ def test_coco128_convert_train_evaluate_with_crowd_boxes(coco128_root, checkpoin
     assert "10 crowd boxes handled by COCOeval" in evaluated.stdout
     assert "128 images" in evaluated.stdout
     assert evaluated.stdout.count("Average Precision") == 6
+
+
+def test_a_train_step_runs_the_network_forward_once(graph_mode):
+    """The step logs the loss parts and differentiates their sum through one call: BatchNorm's moving
+    statistics move exactly as much as after one training-mode forward pass (two passes would move them twice)."""
+    import numpy as np
+
+    from src.init_params import init_network_weights
+    from src.loss import SSDWithLossCell
+    from src.model_utils.config import load_config
+    from src.ssd import build_ssd
+    from src.train_step import build_optimizer, build_train_step
+    from tests.conftest import DEMO_CONFIG
+
+    config = load_config(DEMO_CONFIG)
+    network = build_ssd(config)
+    init_network_weights(network, int(config.num_classes))
+    loss_cell = SSDWithLossCell(network, config)
+    step = build_train_step(loss_cell, build_optimizer(loss_cell, np.zeros(2, np.float32), config), config)
+    initial = {p.name: p.asnumpy().copy() for p in network.get_parameters()}
+    rng = np.random.default_rng(0)
+    labels = np.zeros((2, config.num_ssd_boxes), np.int32)
+    labels[:, :10] = 1
+    inputs = [ms.Tensor(rng.normal(size=(2, 3, 300, 300)).astype(np.float32)),
+              ms.Tensor(rng.normal(0, 0.5, (2, config.num_ssd_boxes, 4)).astype(np.float32)),
+              ms.Tensor(labels), ms.Tensor(np.full((2, 1), 10, np.int32))]
+    step.set_train(True)
+    step(*inputs)
+    moving = {name: p.asnumpy().copy() for name, p in ((p.name, p) for p in network.get_parameters())
+              if name.endswith("moving_mean")}
+    for param in network.get_parameters():
+        param.set_data(ms.Tensor(initial[param.name]))
+    loss_cell.set_train(True)
+    loss_cell(*inputs)
+    assert moving and any(not np.array_equal(value, initial[name]) for name, value in moving.items())
+    for param in network.get_parameters():
+        if param.name in moving:
+            np.testing.assert_allclose(moving[param.name], param.asnumpy(), rtol=1e-5, atol=1e-6, err_msg=param.name)
