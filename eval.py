@@ -7,7 +7,7 @@ eval_detections.json (the detections, a COCO results json) and eval_per_class_ap
 table: class, category_id, AP, AP50, num_gt; best AP first; empty AP cells for classes without ground truth).
 
 --save_detections PATH  write the detections json to PATH instead of <output_path>/eval_detections.json
-                        (e.g. a results file for the COCO evaluation server).
+                        (e.g. to keep the results of several checkpoints side by side).
 """
 from __future__ import annotations
 

@@ -28,13 +28,12 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.bench_data import coco128_or_demo  # noqa: E402
 from bench.machine_info import describe_machine  # noqa: E402
 from src.annotations import ConversionReport, read_coco  # noqa: E402
-from src.demo_data import DEMO_CLASSES, generate_demo_dataset  # noqa: E402
 from src.mindrecord_io import write_mindrecord  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
 
-COCO128 = PROJECT_ROOT.parent / "shared" / "data" / "coco128"
 
 
 def repeated_coco(source_json: Path, source_images: Path, folder: Path, repeats: int) -> tuple[Path, Path]:
@@ -65,16 +64,13 @@ def repeated_coco(source_json: Path, source_images: Path, folder: Path, repeats:
 
 
 def source_set(folder: Path, repeats: int) -> tuple[Path, Path, list[str], str]:
-    """(json, image folder, classes, description) of coco128, or of generated demo data without it."""
-    if (COCO128 / "annotations" / "instances_train2017.json").is_file():
-        classes = list(load_config(PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml").classes)
-        anno, images = repeated_coco(COCO128 / "annotations" / "instances_train2017.json",
-                                     COCO128 / "train2017", folder, repeats)
-        return anno, images, classes, f"coco128 x {repeats} (real COCO JPEGs)"
-    print(f"note: {COCO128} not found; converting generated 300x300 demo images instead")
-    root = generate_demo_dataset(folder / "demo", num_train=128 * repeats, num_val=1, image_size=300)
-    return (root / "annotations" / "instances_train2017.json", root / "train2017", list(DEMO_CLASSES),
-            f"{128 * repeats} generated demo images")
+    """(json, image folder, classes, description) of coco128 x repeats, or of generated demo data without it."""
+    classes = list(load_config(PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml").classes)
+    images = coco128_or_demo(folder, classes, 128 * repeats, 300)
+    if not images.is_coco128:
+        return images.anno_json, images.image_dir, images.classes, images.description
+    anno, image_dir = repeated_coco(images.anno_json, images.image_dir, folder, repeats)
+    return anno, image_dir, images.classes, f"coco128 x {repeats} (real COCO JPEGs)"
 
 
 def convert_seconds(anno: Path, images: Path, classes: list[str], out_dir: Path, shards: int) -> tuple[float, int]:

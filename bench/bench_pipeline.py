@@ -32,32 +32,24 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.bench_data import coco128_or_demo  # noqa: E402
 from bench.machine_info import describe_machine  # noqa: E402
 from src.anchor_generator import default_boxes_from_config  # noqa: E402
 from src.annotations import ConversionReport, ImageRecord, read_coco  # noqa: E402
 from src.augment import normalise_boxes  # noqa: E402
 from src.box_utils import BoxCoder  # noqa: E402
 from src.dataset import create_ssd_dataset  # noqa: E402
-from src.demo_data import DEMO_CLASSES, generate_demo_dataset  # noqa: E402
 from src.mindrecord_io import write_mindrecord  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
 
-COCO128 = PROJECT_ROOT.parent / "shared" / "data" / "coco128"
 DEFAULT_CONFIGS = ("config/ssd300_config_cpu.yaml", "config/ssd_mobilenet_v1_fpn_config_cpu.yaml")
 DEMO_IMAGES, DEMO_SIZE = 128, 640
 
 
 def source_records(folder: Path, classes: list[str]) -> tuple[list[ImageRecord], str]:
     """coco128's records (labels by `classes`), or generated demo images' when ../shared is absent."""
-    coco_json = COCO128 / "annotations" / "instances_train2017.json"
-    if coco_json.is_file():
-        return read_coco(coco_json, COCO128 / "train2017", classes, ConversionReport()), "coco128 (real COCO JPEGs)"
-    print(f"note: {COCO128} not found; generating {DEMO_IMAGES} demo images of {DEMO_SIZE}x{DEMO_SIZE} instead "
-          "(rates are not comparable with coco128's)")
-    root = generate_demo_dataset(folder / "demo", num_train=DEMO_IMAGES, num_val=1, image_size=DEMO_SIZE)
-    records = read_coco(root / "annotations" / "instances_train2017.json", root / "train2017", DEMO_CLASSES,
-                        ConversionReport())
-    return records, f"{DEMO_IMAGES} generated {DEMO_SIZE}x{DEMO_SIZE} demo images"
+    images = coco128_or_demo(folder, classes, DEMO_IMAGES, DEMO_SIZE)
+    return read_coco(images.anno_json, images.image_dir, images.classes, ConversionReport()), images.description
 
 
 def training_mindrecord(records: list[ImageRecord], folder: Path) -> Path:

@@ -30,8 +30,11 @@ def corners_to_center(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[..., :2] + size / 2.0, size], axis=-1)
 
 
-def _box_areas(boxes: np.ndarray) -> np.ndarray:
-    """Area of each corner box (..., 4) -> (...); inverted boxes count as empty."""
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """Area of each corner box (..., 4) -> (...); inverted boxes count as empty.
+
+    Either corner order works ([y0, x0, y1, x1] or [x0, y0, x1, y1]): the area is the same.
+    """
     return np.maximum(boxes[..., 2] - boxes[..., 0], 0) * np.maximum(boxes[..., 3] - boxes[..., 1], 0)
 
 
@@ -50,7 +53,7 @@ def _iou_with_columns(boxes: np.ndarray, columns: np.ndarray, column_areas: np.n
     np.subtract(buffer, np.maximum(xmin, columns[1]), out=buffer)
     np.maximum(buffer, 0, out=buffer)
     np.multiply(inter, buffer, out=inter)
-    union = np.add(_box_areas(boxes)[:, None], column_areas, out=buffer)
+    union = np.add(box_areas(boxes)[:, None], column_areas, out=buffer)
     np.subtract(union, inter, out=union)
     return np.divide(inter, union, out=inter, where=union > 0)
 
@@ -58,7 +61,7 @@ def _iou_with_columns(boxes: np.ndarray, columns: np.ndarray, column_areas: np.n
 def pairwise_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU matrix (A, B) between two sets of corner boxes; empty boxes give 0, never NaN."""
     boxes_a, boxes_b = np.asarray(boxes_a), np.asarray(boxes_b)
-    return _iou_with_columns(boxes_a.reshape(-1, 4), boxes_b.reshape(-1, 4).T, _box_areas(boxes_b))
+    return _iou_with_columns(boxes_a.reshape(-1, 4), boxes_b.reshape(-1, 4).T, box_areas(boxes_b))
 
 
 class BoxCoder:
@@ -83,7 +86,7 @@ class BoxCoder:
         # bounding box tells which ground truths can overlap any of its anchors at all.
         self._block_starts = list(starts)
         self._block_columns = [np.ascontiguousarray(block.T) for block in blocks]
-        self._block_areas = [_box_areas(block) for block in blocks]
+        self._block_areas = [box_areas(block) for block in blocks]
         self._block_bounds = np.array([[block[:, 0].min(), block[:, 1].min(), block[:, 2].max(), block[:, 3].max()]
                                        for block in blocks], dtype=np.float32)
 

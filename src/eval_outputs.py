@@ -3,8 +3,8 @@
 Each script writes, named after itself so that two of them sharing an output_path keep both sets:
 
 * ``<output_path>/<script>_detections.json``: the COCO results file COCOeval scored (what the
-  seed left as predictions.json); ``--save_detections PATH`` writes it to PATH instead, e.g. a
-  file to submit to the COCO test-dev server;
+  seed left as predictions.json); ``--save_detections PATH`` writes it to PATH instead, e.g. to
+  keep the results of several checkpoints side by side;
 * ``<output_path>/<script>_per_class_ap.csv``: the per-class table the script printed
   (src/eval_utils.py ``write_per_class_csv``).
 """

@@ -31,6 +31,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from src.annotations import load_coco_quietly
+from src.box_utils import box_areas
 
 # Candidates kept per class before NMS: bounds the greedy loop on 51150-anchor FPN outputs while
 # staying far above the 100 detections an image may finally keep.
@@ -78,10 +79,6 @@ class CocoEvalResult:
     num_crowd: int  # crowd GT boxes in the evaluated images (ignore regions for COCOeval)
 
 
-def _areas_xyxy(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
 def _paired_iou(boxes: np.ndarray, areas: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Continuous-area IoU of boxes[first[i]] with boxes[second[i]]; 0 when both boxes have no area."""
     box_a, box_b = boxes[first], boxes[second]
@@ -115,7 +112,7 @@ def _greedy_keep(boxes: np.ndarray, labels: np.ndarray, iou_threshold: float, li
     """
     by_label = np.argsort(labels, kind="stable")
     first, second = _same_label_pairs(labels[by_label])
-    overlapping = _paired_iou(boxes, _areas_xyxy(boxes), by_label[first], by_label[second]) > iou_threshold
+    overlapping = _paired_iou(boxes, box_areas(boxes), by_label[first], by_label[second]) > iou_threshold
     first, second = first[overlapping], second[overlapping]
     bounds = np.searchsorted(first, np.arange(labels.size + 1)).tolist()
     suppressed = np.zeros(labels.size, dtype=bool)
@@ -519,7 +516,7 @@ def coco_evaluate(gt_json: Path | COCO, results_json: Path, img_ids: Sequence[in
 def check_outputs(boxes: np.ndarray, scores: np.ndarray, batch_size: int, num_classes: int,
                   num_boxes: int | None = None) -> None:
     """A model's batch output fits the config: shapes (B, N, 4) / (B, N, C), C = num_classes and, when
-    given, N = num_boxes (eval.py and predict.py share it, so both refuse a mismatched config alike)."""
+    given, N = num_boxes (predict.py gives it: a file exported from another network has another N)."""
     if boxes.ndim != 3 or boxes.shape[0] != batch_size or boxes.shape[2] != 4 \
             or scores.ndim != 3 or scores.shape[:2] != boxes.shape[:2]:
         raise ValueError(f"the model must return boxes (B, N, 4) and scores (B, N, C) for B={batch_size}, "

@@ -37,7 +37,8 @@ from src.train_step import build_optimizer, build_train_step
 MAX_OVERFLOW_SKIPS = 32
 CHECKPOINT_PREFIX = "ssd"
 BEST_CHECKPOINT = "best_map.ckpt"
-METRICS_COLUMNS = ("step", "epoch", "loss", "class_loss", "box_loss", "lr", "img_per_s", "map")
+#: New columns go at the end, so scripts that read older files by position keep working.
+METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "img_per_s", "map", "class_loss", "box_loss")
 #: Per-rank record of the img_ids consumed in a run's first epoch: shows how the data was sharded.
 FIRST_EPOCH_IDS_FILE = "first_epoch_img_ids_rank{rank}.json"
 

@@ -29,6 +29,13 @@ def test_bench_mindrecord_prints_a_rate_per_shard_count():
     assert all(int(images) > 0 and float(rate) > 0 for _, images, rate in rows)
 
 
+def test_bench_pipeline_prints_a_row_per_config_and_worker_count():
+    out = run_bench("bench_pipeline.py", "--configs", "config/ssd300_config_cpu.yaml", "--workers", "1",
+                    "--epochs", "2", "--repeats", "1")
+    assert re.search(r"^config/ssd300_config_cpu.yaml\s+300x300\s+1917\s+8\s+1\s+[0-9.]+\s", out, flags=re.MULTILINE), out
+    assert re.search(r"1917 anchors, [0-9.]+ images/s", out), out
+
+
 def test_bench_nms_prints_both_networks_at_both_thresholds():
     out = run_bench("bench_nms.py", "--images", "2", "--repeats", "1")
     for network, anchors in (("ssd300", 1917), ("ssd_mobilenet_v1_fpn", 51150)):

@@ -497,7 +497,8 @@ def test_coco128_ground_truth_as_predictions(tmp_path, coco128_root):
 
 def jittered_ground_truth(coco: dict, rng) -> list[dict]:
     """Three detections per GT box, corners moved by ~10 % of its size, 10 % of them with a wrong
-    category, random scores: a result file with a middling, non-trivial COCO score."""
+    category, random scores rounded to 0.01 (ties are where COCOeval implementations could differ):
+    a result file with a middling, non-trivial COCO score."""
     detections = []
     for ann in coco["annotations"]:
         x, y, w, h = ann["bbox"]
@@ -507,7 +508,7 @@ def jittered_ground_truth(coco: dict, rng) -> list[dict]:
             category = int(rng.choice([c["id"] for c in coco["categories"]])) if wrong else ann["category_id"]
             detections.append({"image_id": ann["image_id"], "category_id": category,
                                "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
-                               "score": float(rng.uniform(0.05, 1))})
+                               "score": round(float(rng.uniform(0.05, 1)), 2)})  # many ties, as in real runs
     return detections
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -251,9 +252,13 @@ def test_gpu_without_cuda_provider_is_a_clear_error(tmp_path):
         create_session(tmp_path / "absent.onnx", "CPU")
 
 
-def test_cocoeval_in_category_groups_equals_one_pass(tmp_path):
+@pytest.mark.parametrize("backend", ["installed", "pycocotools"])
+def test_cocoeval_in_category_groups_equals_one_pass(tmp_path, backend, monkeypatch):
     """postprocess.py and eval.py evaluate CATEGORIES_PER_PASS categories at a time to bound memory;
-    the numbers must be exactly those of one COCOeval pass over all categories."""
+    the numbers must be exactly those of one COCOeval pass over all categories, with faster-coco-eval
+    (when installed) and with the pycocotools fallback."""
+    if backend == "pycocotools":
+        monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import fails -> pycocotools
     rng = np.random.default_rng(0)
     num_categories = 2 * CATEGORIES_PER_PASS + 3
     images = [{"id": i, "file_name": f"{i}.jpg", "height": 200, "width": 300} for i in range(1, 31)]
