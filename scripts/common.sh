@@ -27,6 +27,17 @@ split_args() {
   OVERRIDES=("$@")
 }
 
+# expect_positional COUNT...: stop with the launcher's usage unless POSITIONAL holds one of these counts.
+expect_positional() {
+  local count
+  for count in "$@"; do
+    if [[ ${#POSITIONAL[@]} -eq $count ]]; then
+      return 0
+    fi
+  done
+  usage
+}
+
 # abs_path PATH: absolute, relative to the caller's directory (the launchers then run from the root).
 abs_path() {
   realpath -m -- "$1"

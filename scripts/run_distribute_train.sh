@@ -21,9 +21,7 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -ne 6 && ${#POSITIONAL[@]} -ne 8 ]]; then
-  usage
-fi
+expect_positional 6 8
 device_num="${POSITIONAL[0]}"
 rank_table="${POSITIONAL[4]}"
 train_args "${POSITIONAL[@]:0:4}" "${POSITIONAL[@]:5}"

@@ -20,8 +20,6 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -ne 5 && ${#POSITIONAL[@]} -ne 7 ]]; then
-  usage
-fi
+expect_positional 5 7
 train_args "${POSITIONAL[@]}"
 run_msrun "${POSITIONAL[0]}" "$SSD_RUN_DIR/LOG" "${TRAIN_ARGS[@]}" --device_target=GPU --loss_scale=1 "${OVERRIDES[@]}"

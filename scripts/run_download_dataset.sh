@@ -19,14 +19,9 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -ne 2 ]]; then
-  usage
-fi
+expect_positional 2
 config_path="$(abs_path "${POSITIONAL[1]}")"
 require_file "$config_path" CONFIG_FILE
-if [[ ! -x "$SSD_PYTHON" ]]; then
-  echo "error: $SSD_PYTHON not found; set up the environment first: bash scripts/setup_env.sh" >&2
-  exit 1
-fi
+require_python
 cd "$SSD_ROOT"
 exec "$SSD_PYTHON" download_dataset.py --dataset "${POSITIONAL[0]}" --config_path "$config_path" "${OVERRIDES[@]}"

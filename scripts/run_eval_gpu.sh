@@ -17,8 +17,6 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -ne 4 ]]; then
-  usage
-fi
+expect_positional 4
 eval_args "${POSITIONAL[@]}"
 run_eval "${POSITIONAL[2]}" "${EVAL_ARGS[@]}" --device_target=GPU "${OVERRIDES[@]}"

@@ -18,9 +18,7 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -lt 3 || ${#POSITIONAL[@]} -gt 6 ]]; then
-  usage
-fi
+expect_positional 3 4 5 6
 require_python
 data_path="$(abs_path "${POSITIONAL[0]}")"
 coco_root="${POSITIONAL[1]}"

@@ -15,9 +15,7 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -lt 3 || ${#POSITIONAL[@]} -gt 4 ]]; then
-  usage
-fi
+expect_positional 3 4
 require_python
 config_path="${POSITIONAL[0]}"
 resolve_config "$config_path"

@@ -18,9 +18,7 @@ USAGE
 }
 
 split_args "$@"
-if [[ ${#POSITIONAL[@]} -ne 5 && ${#POSITIONAL[@]} -ne 7 ]]; then
-  usage
-fi
+expect_positional 5 7
 train_args "${POSITIONAL[@]}"
 device_id="${POSITIONAL[0]}"
 output="$SSD_RUN_DIR/LOG$device_id"

@@ -63,11 +63,11 @@ def decode_rgb(encoded: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _decode_training_image(encoded: np.ndarray) -> np.ndarray:
+def _decode_training_image(encoded: np.ndarray, source: str) -> np.ndarray:
     try:
         return decode_rgb(encoded)
     except ValueError as err:
-        raise ValueError(f"a training image in the MindRecord file {err}: convert the dataset again "
+        raise ValueError(f"a training image in the MindRecord file {source} {err}: convert the dataset again "
                          "(train.py --only_create_dataset=True) to drop unreadable images") from None
 
 
@@ -78,7 +78,7 @@ class TrainTransform:
     depend on which worker (thread or process) runs it, every epoch differs, and ranks differ.
     """
 
-    def __init__(self, config: Any, coder: BoxCoder, seed: int, rank: int = 0) -> None:
+    def __init__(self, config: Any, coder: BoxCoder, seed: int, rank: int = 0, source: str = "") -> None:
         self.img_shape = tuple(int(v) for v in config.img_shape)
         # A ratio of 1 is no zoom-out at all.
         self.expand_max_ratio = float(config.expand_max_ratio) if bool(config.use_expand) else 1.0
@@ -86,6 +86,7 @@ class TrainTransform:
         self.coder = coder
         self.seed = int(seed)
         self.rank = int(rank)
+        self.source = source  # the MindRecord file, named when an image in it does not decode
 
     def __call__(self, row_index: np.ndarray, encoded_image: np.ndarray, annotation: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -93,8 +94,9 @@ class TrainTransform:
         rng = np.random.default_rng([self.seed, self.rank, int(np.asarray(row_index).reshape(-1)[0])])
         rows = strip_padding_rows(annotation)
         boxes, labels = drop_degenerate(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int32))
-        image, boxes, labels = random_geometry(_decode_training_image(encoded_image), boxes, labels, rng, self.img_shape,
-                                               self.expand_max_ratio, IMAGE_MEAN)
+        image = _decode_training_image(encoded_image, self.source)
+        image, boxes, labels = random_geometry(image, boxes, labels, rng, self.img_shape, self.expand_max_ratio,
+                                               IMAGE_MEAN)
         image = random_colour_jitter(image, rng, *self.color_jitter)
         loc, anchor_labels, num_match = self.coder.encode(normalise_boxes(boxes, *self.img_shape), labels)
         return image, loc, anchor_labels, num_match
@@ -141,7 +143,7 @@ def create_ssd_dataset(mindrecord_file: str | Path, config: Any, batch_size: int
     normalise = [vision.Normalize(mean=list(IMAGE_MEAN), std=list(IMAGE_STD)), vision.HWC2CHW()]
     if is_training:
         coder = BoxCoder(default_boxes_from_config(config), config.prior_scaling, config.match_threshold)
-        transform = TrainTransform(config, coder, ds.config.get_seed(), rank)
+        transform = TrainTransform(config, coder, ds.config.get_seed(), rank, str(mindrecord_file))
         data = data.map(operations=RowCounter(), input_columns=["img_id"],
                         output_columns=["img_id", "row_index"], num_parallel_workers=1)
         data = data.map(operations=transform, input_columns=["row_index", "image", "annotation"],

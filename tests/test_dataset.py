@@ -180,8 +180,8 @@ def test_decode_gives_rgb_with_three_channels_and_names_the_fix_for_bad_bytes():
     assert grey.shape == (6, 7, 3) and np.abs(grey.astype(int) - 77).max() <= 2
     with pytest.raises(ValueError, match="cannot be decoded"):
         decode_rgb(np.frombuffer(b"not an image", dtype=np.uint8))
-    with pytest.raises(ValueError, match="training image in the MindRecord file cannot be decoded.*only_create_dataset"):
-        _decode_training_image(np.frombuffer(b"not an image", dtype=np.uint8))
+    with pytest.raises(ValueError, match="MindRecord file train.mindrecord0 cannot be decoded.*only_create_dataset"):
+        _decode_training_image(np.frombuffer(b"not an image", dtype=np.uint8), "train.mindrecord0")
 
 
 def test_decode_keeps_the_stored_pixel_grid_of_an_exif_rotated_jpeg():
