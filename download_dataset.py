@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from src.download import main
+from src.data.download import main
 
 if __name__ == "__main__":
     sys.exit(main())

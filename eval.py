@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from src.eval_outputs import evaluation_flags
+from src.eval.reports import evaluation_flags
 from src.model_utils.device_adapter import start_run
 from src.model_utils.moxing_adapter import entry_session
 
@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     if not config.checkpoint_file_path:
         raise SystemExit("eval.py needs --checkpoint_file_path <ckpt> (the weights to evaluate)")
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
-        from src.checkpoint import load_network_weights
-        from src.eval_outputs import detections_json_path, publish_report
-        from src.evaluation import build_inference_network, evaluate_on_validation
-        from src.ssd import build_ssd
+        from src.eval.reports import detections_json_path, publish_report
+        from src.eval.validation import build_inference_network, evaluate_on_validation
+        from src.models.ssd import build_ssd
+        from src.weights.checkpoint import load_network_weights
 
         infer_net = build_inference_network(build_ssd(config), config)
         load_network_weights(config.checkpoint_file_path, infer_net)

@@ -17,16 +17,21 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     # Not start_run: MindSpore only reads the dataset here, so its device is not set up; the
     # device target chooses the onnxruntime provider instead.
-    from src.eval_outputs import detections_json_path, evaluation_flags, publish_report
+    from src.eval.reports import detections_json_path, evaluation_flags, publish_report
     from src.model_utils.config import parse_args
     from src.model_utils.device_adapter import setup_logger
 
     own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
     config = parse_args(config_args, description=__doc__)
     logger = setup_logger(config.output_path, 0, "eval_onnx")
-    from src.evaluation import evaluate_predictor_on_validation
-    from src.onnx_predictor import (OnnxModelError, check_model_fits_config, create_session, model_batch_size,
-                                    onnx_predictor)
+    from src.deploy.onnx_predictor import (
+        OnnxModelError,
+        check_model_fits_config,
+        create_session,
+        model_batch_size,
+        onnx_predictor,
+    )
+    from src.eval.validation import evaluate_predictor_on_validation
 
     try:
         session = create_session(config.file_name, config.device_target)

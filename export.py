@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.enable_modelarts and not file_name.is_absolute():
         file_name = Path(config.output_path) / file_name  # only output_path goes back to OBS
     with entry_session(config, process, "export.py"):  # ModelArts: checkpoint in before, file out after
-        from src.exporting import ExportError, export_inference_model
+        from src.deploy.export import ExportError, export_inference_model
 
         try:
             path = export_inference_model(config, config.checkpoint_file_path, config.file_format, batch_size,

@@ -38,9 +38,9 @@ def create_network(name: str, *args: Any, **kwargs: Any):
     if args:
         raise TypeError(f"create_network({name!r}, ...) takes config overrides as keyword arguments only "
                         f"(key=value), got positional {args!r}")
-    from src.evaluation import build_inference_network
+    from src.eval.validation import build_inference_network
     from src.model_utils.config import load_config
-    from src.ssd import build_ssd
+    from src.models.ssd import build_ssd
 
     config = load_config(_CONFIG_DIR / DEFAULT_CONFIGS[name], kwargs)
     network = build_inference_network(build_ssd(config), config)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from src.eval_outputs import detections_json_path, evaluation_flags, publish_report
+from src.eval.reports import detections_json_path, evaluation_flags, publish_report
 
 #: Flags of this script that are not config keys (parse_args accepts config keys only).
 _OWN_FLAGS = evaluation_flags()
@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if not config.result_path:
         raise SystemExit("postprocess.py needs --result_path <folder of the runner's .bin files>")
     logger = setup_logger(config.output_path, 0, "postprocess")
-    from src.annotations import load_coco_quietly
-    from src.mindrecord_io import ground_truth_json
-    from src.offline_results import OfflineResultsError, evaluate_offline_results
+    from src.data.annotations import load_coco_quietly
+    from src.data.mindrecord import ground_truth_json
+    from src.eval.offline import OfflineResultsError, evaluate_offline_results
 
     gt_json = ground_truth_json(config)
     results_json = detections_json_path(own.save_detections, config.output_path, "postprocess")

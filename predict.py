@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if not {"-h", "--help"} & set(config_args) and not (own.model and own.input):
         parser.error("--model and --input are required")
     config, _, logger = start_run(config_args, __doc__, "predict")
-    from src.checkpoint import CheckpointMismatchError
-    from src.predict import FilePredictor, PredictError, list_input_files, load_detector, prediction_options
+    from src.deploy.predict import FilePredictor, PredictError, list_input_files, load_detector, prediction_options
+    from src.weights.checkpoint import CheckpointMismatchError
 
     try:
         files = list_input_files(own.input)

@@ -18,11 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     config, process, logger = start_run(argv, __doc__, "train")
     with entry_session(config, process, "train.py"):  # ModelArts: data in before, results out after
         if config.only_create_dataset:
-            from src.mindrecord_io import ensure_mindrecord_for_rank
+            from src.data.mindrecord import ensure_mindrecord_for_rank
 
             ensure_mindrecord_for_rank(config, for_training=True, rank=process.rank)
             return 0
-        from src.trainer import Trainer
+        from src.train.trainer import Trainer
 
         Trainer(config, process, logger).fit()
     return 0

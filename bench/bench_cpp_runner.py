@@ -56,7 +56,7 @@ def summary_number(summary: str, pattern: str) -> float:
 
 def onnxruntime_ms_per_image(model: Path, inputs: Path, batch_size: int) -> float:
     """Mean inference time per image over full batches of the runner's inputs, first batch excluded."""
-    from src.onnx_predictor import create_session
+    from src.deploy.onnx_predictor import create_session
 
     session = create_session(model, "CPU")
     name = session.get_inputs()[0].name
@@ -85,7 +85,7 @@ def main() -> None:
     cap_onednn_isa(config.device_target)  # for the MindSpore export only
     import mindspore as ms
 
-    from src.exporting import export_inference_model
+    from src.deploy.export import export_inference_model
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")

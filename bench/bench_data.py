@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from src.demo_data import DEMO_CLASSES, generate_demo_dataset
+from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COCO128 = PROJECT_ROOT.parent / "shared" / "data" / "coco128"

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_postprocess import detector_scores, random_objects  # noqa: E402
 from bench.machine_info import describe_machine  # noqa: E402
-from src.anchor_generator import default_boxes_from_config  # noqa: E402
-from src.box_utils import BoxCoder  # noqa: E402
-from src.eval_utils import postprocess_image  # noqa: E402
+from src.boxes.anchors import default_boxes_from_config  # noqa: E402
+from src.boxes.coding import BoxCoder  # noqa: E402
+from src.eval.postprocess import postprocess_image  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
 
 NETWORKS = {"ssd300": "config/ssd300_config_cpu.yaml",

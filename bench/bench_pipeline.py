@@ -34,12 +34,12 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench.bench_data import coco128_or_demo  # noqa: E402
 from bench.machine_info import describe_machine  # noqa: E402
-from src.anchor_generator import default_boxes_from_config  # noqa: E402
-from src.annotations import ConversionReport, ImageRecord, read_coco  # noqa: E402
-from src.augment import normalise_boxes  # noqa: E402
-from src.box_utils import BoxCoder  # noqa: E402
-from src.dataset import create_ssd_dataset  # noqa: E402
-from src.mindrecord_io import write_mindrecord  # noqa: E402
+from src.boxes.anchors import default_boxes_from_config  # noqa: E402
+from src.boxes.coding import BoxCoder  # noqa: E402
+from src.data.annotations import ConversionReport, ImageRecord, read_coco  # noqa: E402
+from src.data.augment import normalise_boxes  # noqa: E402
+from src.data.dataset import create_ssd_dataset  # noqa: E402
+from src.data.mindrecord import write_mindrecord  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
 
 DEFAULT_CONFIGS = ("config/ssd300_config_cpu.yaml", "config/ssd_mobilenet_v1_fpn_config_cpu.yaml")

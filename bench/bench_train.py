@@ -64,8 +64,8 @@ def synthetic_batch(config: Config, batch_size: int, rng: np.random.Generator) -
     """Random images and the encoded targets of 1-4 random boxes per image."""
     import mindspore as ms
 
-    from src.anchor_generator import default_boxes_from_config
-    from src.box_utils import BoxCoder
+    from src.boxes.anchors import default_boxes_from_config
+    from src.boxes.coding import BoxCoder
 
     coder = BoxCoder(default_boxes_from_config(config), config.prior_scaling, config.match_threshold)
     height, width = config.img_shape
@@ -84,11 +84,11 @@ def bench_network(config: Config, batch_size: int, steps: int) -> BenchRow:
     """Build the config's train step, run it once to compile, then time `steps` more steps."""
     import mindspore as ms
 
-    from src.init_params import init_network_weights
-    from src.loss import SSDWithLossCell
-    from src.lr_schedule import warmup_cosine_lr
-    from src.ssd import build_ssd
-    from src.train_step import build_optimizer, build_train_step
+    from src.models.init_weights import init_network_weights
+    from src.models.ssd import build_ssd
+    from src.train.loss import SSDWithLossCell
+    from src.train.lr_schedule import warmup_cosine_lr
+    from src.train.step import build_optimizer, build_train_step
 
     network = build_ssd(config)
     init_network_weights(network, config.num_classes)

@@ -18,7 +18,7 @@ print(f"{c.data_path}/{c.coco_root}", c.epoch_size, c.output_path, c.feature_ext
 PY
 )
 echo "[demo] synthetic shapes data in $data_root"
-"$py" -m src.demo_data --root "$data_root" --num_train 1000 --num_val 200 --seed 0
+"$py" -m src.data.demo_data --root "$data_root" --num_train 1000 --num_val 200 --seed 0
 if [ ! -f "$backbone" ]; then
   echo "[demo] converting torchvision's ImageNet MobileNetV2 weights to $backbone"
   "$py" convert_torchvision_backbone.py --output "$backbone"

@@ -44,7 +44,7 @@ data_root="demo_data/coco_named"
 output_root="output/networks_demo"
 
 echo "[networks] demo shapes with COCO names in $data_root/coco"
-"$py" -m src.demo_data --root "$data_root/coco" --num_train "$num_train" --num_val "$num_val" --seed 0 --coco_names
+"$py" -m src.data.demo_data --root "$data_root/coco" --num_train "$num_train" --num_val "$num_val" --seed 0 --coco_names
 
 failed=()
 for name in "${networks[@]}"; do

@@ -58,7 +58,7 @@ def demo_args(data_root: Path, output: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """16 validation and 48 training images of the synthetic demo set, in COCO layout under coco/."""
-    from src.demo_data import generate_demo_dataset
+    from src.data.demo_data import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     generate_demo_dataset(root / "coco", num_train=48, num_val=16, seed=3, min_size=60, max_objects=3)

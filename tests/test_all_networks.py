@@ -15,10 +15,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.demo_data import COCO_SHAPE_NAMES, generate_demo_dataset
-from src.evaluation import build_inference_network
+from src.data.demo_data import COCO_SHAPE_NAMES, generate_demo_dataset
+from src.eval.validation import build_inference_network
 from src.model_utils.config import load_config
-from src.ssd import build_ssd
+from src.models.ssd import build_ssd
 from tests.conftest import PROJECT_ROOT, read_layout, read_metrics, run_script
 
 #: model_name -> (CPU config, number of default boxes at the config's img_shape).

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from src.anchor_generator import count_default_boxes, default_boxes_from_config, grid_anchors, ssd_default_boxes
+from src.boxes.anchors import count_default_boxes, default_boxes_from_config, grid_anchors, ssd_default_boxes
 from src.model_utils.config import ConfigError, load_config
 
 SSD300 = dict(img_shape=[300, 300], steps=[16, 32, 64, 100, 150, 300], feature_size=[19, 10, 5, 3, 2, 1],

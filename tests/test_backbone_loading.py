@@ -13,19 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import nn
 
 import convert_torchvision_backbone
-from src.checkpoint import CheckpointMismatchError
-from src.loss import SSDWithLossCell
 from src.model_utils.config import Config, load_config
-from src.pretrained import BACKBONE_MAPPINGS, backbone_mapping, load_backbone_weights
-from src.ssd import NETWORKS, build_ssd, freeze_backbone
-from src.train_step import build_optimizer, build_train_step
+from src.models.ssd import NETWORKS, build_ssd, freeze_backbone
+from src.train.loss import SSDWithLossCell
+from src.train.step import build_optimizer, build_train_step
+from src.weights.checkpoint import CheckpointMismatchError
+from src.weights.pretrained import BACKBONE_MAPPINGS, backbone_mapping, load_backbone_weights
 from tests.conftest import PROJECT_ROOT
 from tests.test_pretrained import write_torch_state_dict
 

@@ -1,4 +1,4 @@
-"""Matching rules, encode/decode round trip and IoU edge cases of src.box_utils.
+"""Matching rules, encode/decode round trip and IoU edge cases of src.boxes.coding.
 
 The blockwise, prefiltered encoder is checked against a straightforward dense reference (one
 float32 IoU matrix, the model zoo's "every ground truth claims its best anchor" loop) on random
@@ -7,8 +7,8 @@ boxes, for the 1917 anchors of SSD300 and the 51150 grid anchors of the 640 px F
 import numpy as np
 import pytest
 
-from src.anchor_generator import grid_anchors, ssd_default_boxes
-from src.box_utils import BoxCoder, center_to_corners, corners_to_center, pairwise_iou
+from src.boxes.anchors import grid_anchors, ssd_default_boxes
+from src.boxes.coding import BoxCoder, center_to_corners, corners_to_center, pairwise_iou
 from tests.test_anchors import SSD300
 
 FPN640 = dict(img_shape=[640, 640], steps=[8, 16, 32, 64, 128])

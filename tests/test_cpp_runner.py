@@ -4,7 +4,7 @@ The runner is configured and built with CMake into a temporary folder. ssd300 an
 ssd_mobilenet_v1_fpn (random He-normal weights and random BatchNorm statistics, so the outputs
 differ clearly between images) are exported to ONNX with export_inference_model at batch 1 and
 batch 8 (5 images: one padded batch). For every image the runner's boxes and scores must equal
-onnxruntime's on the same file preprocessed by MindSpore's eval ops (src/dataset.py). The
+onnxruntime's on the same file preprocessed by MindSpore's eval ops (src/data/dataset.py). The
 runner's own preprocessed input (--input_dump_dir) is checked separately against the Python
 pipeline, and onnxruntime on that input against the runner, so a decoding or resizing difference
 between OpenCV builds shows up as such and not as an inference error. scripts/run_infer_cpp.sh
@@ -26,15 +26,22 @@ import numpy as np
 import pytest
 import yaml
 
-from src.dataset import IMAGE_MEAN, IMAGE_STD
-from src.exporting import export_inference_model
-from src.init_params import init_network_weights
-from src.loss import SSDWithLossCell
+from src.data.dataset import IMAGE_MEAN, IMAGE_STD
+from src.deploy.export import export_inference_model
+from src.deploy.onnx_predictor import create_session
 from src.model_utils.config import load_config
-from src.onnx_predictor import create_session
-from src.ssd import build_ssd
-from tests.conftest import (DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, randomise_batch_norm,
-                            run_script)
+from src.models.init_weights import init_network_weights
+from src.models.ssd import build_ssd
+from src.train.loss import SSDWithLossCell
+from tests.conftest import (
+    DEMO_CONFIG,
+    EPOCHS,
+    PROJECT_ROOT,
+    STEPS_PER_EPOCH,
+    demo_args,
+    randomise_batch_norm,
+    run_script,
+)
 
 pytestmark = pytest.mark.usefixtures("graph_mode")
 
@@ -107,7 +114,7 @@ def exports(tmp_path_factory):
 
 
 def python_eval_preprocess(path: Path, img_shape) -> np.ndarray:
-    """One file through the eval branch of src/dataset.py create_ssd_dataset: (3, H, W) float32."""
+    """One file through the eval branch of src/data/dataset.py create_ssd_dataset: (3, H, W) float32."""
     image = np.fromfile(path, dtype=np.uint8)
     for op in (vision.Decode(), vision.Resize([int(v) for v in img_shape], vision.Inter.LINEAR),
                vision.Normalize(mean=list(IMAGE_MEAN), std=list(IMAGE_STD)), vision.HWC2CHW()):

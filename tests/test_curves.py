@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.curves import CURVES_FILE, draw_curves_after_training, moving_average, read_metrics_csv, write_curves
-from src.trainer import METRICS_COLUMNS
+from src.train.curves import CURVES_FILE, draw_curves_after_training, moving_average, read_metrics_csv, write_curves
+from src.train.trainer import METRICS_COLUMNS
 from tests.conftest import EPOCHS, STEPS_PER_EPOCH, run_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

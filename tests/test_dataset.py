@@ -14,10 +14,17 @@ import pytest
 from mindspore.mindrecord import FileWriter
 from PIL import Image
 
-from src.anchor_generator import default_boxes_from_config
-from src.box_utils import BoxCoder, pairwise_iou
-from src.dataset import IMAGE_MEAN, IMAGE_STD, TrainTransform, _decode_training_image, create_ssd_dataset, decode_rgb
-from src.mindrecord_io import PADDING_ROW, SCHEMA
+from src.boxes.anchors import default_boxes_from_config
+from src.boxes.coding import BoxCoder, pairwise_iou
+from src.data.dataset import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    TrainTransform,
+    _decode_training_image,
+    create_ssd_dataset,
+    decode_rgb,
+)
+from src.data.mindrecord import PADDING_ROW, SCHEMA
 from src.model_utils.config import load_config
 
 RED = (220, 20, 20)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.annotations import ConversionReport, read_coco
-from src.demo_data import COCO_SHAPE_NAMES, DEMO_CLASSES, MAX_IOU, MAX_STRETCH, generate_demo_dataset
+from src.data.annotations import ConversionReport, read_coco
+from src.data.demo_data import COCO_SHAPE_NAMES, DEMO_CLASSES, MAX_IOU, MAX_STRETCH, generate_demo_dataset
 from src.model_utils.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_each_shape_stands_out_from_the_background_around_its_box(demo128):
 
 
 def test_command_line_writes_a_coco_set(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "src.demo_data", "--root", str(tmp_path / "cli"),
+    result = subprocess.run([sys.executable, "-m", "src.data.demo_data", "--root", str(tmp_path / "cli"),
                              "--num_train", "3", "--num_val", "2", "--image_size", "64"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -194,7 +194,7 @@ def test_bad_class_names_are_rejected(tmp_path, names):
 
 
 def test_command_line_coco_names(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "src.demo_data", "--root", str(tmp_path / "cli"),
+    result = subprocess.run([sys.executable, "-m", "src.data.demo_data", "--root", str(tmp_path / "cli"),
                              "--num_train", "2", "--num_val", "1", "--image_size", "64", "--coco_names"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -17,9 +17,14 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.demo_data import DEMO_CLASSES, generate_demo_dataset
-from src.mindrecord_io import (TRAIN_PREFIX, ensure_mindrecord, find_complete_mindrecord, mindrecord_folder,
-                               wait_for_mindrecord)
+from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
+from src.data.mindrecord import (
+    TRAIN_PREFIX,
+    ensure_mindrecord,
+    find_complete_mindrecord,
+    mindrecord_folder,
+    wait_for_mindrecord,
+)
 from src.model_utils.config import load_config
 from tests.conftest import PROJECT_ROOT
 
@@ -92,7 +97,7 @@ import sys
 
 sys.path.insert(0, sys.argv[1])
 from src.model_utils.config import load_config
-from src.mindrecord_io import ensure_mindrecord_for_rank
+from src.data.mindrecord import ensure_mindrecord_for_rank
 
 config = load_config(sys.argv[2], overrides=json.loads(sys.argv[3]))
 print("rank result", ensure_mindrecord_for_rank(config, for_training=True, rank=int(sys.argv[4]), timeout=300),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from src import download
-from src.download import Archive, download_archives, main
+from src.data import download
+from src.data.download import Archive, download_archives, main
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_BYTES = bytes(range(256)) * 200  # 51,200 bytes, stored uncompressed so a half file is a real prefix

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.dataset import create_ssd_dataset
-from src.demo_data import DEMO_CLASSES, generate_demo_dataset
-from src.eval_utils import evaluate_detector
-from src.mindrecord_io import ensure_mindrecord, ground_truth_json
+from src.data.dataset import create_ssd_dataset
+from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
+from src.data.mindrecord import ensure_mindrecord, ground_truth_json
+from src.eval.coco import evaluate_detector
 from src.model_utils.config import load_config
 
 NUM_BOXES = 1917

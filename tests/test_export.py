@@ -19,15 +19,15 @@ import pytest
 from mindspore import nn
 from onnx import TensorProto, helper
 
-from src.checkpoint import CheckpointMismatchError, load_network_weights
-from src.evaluation import build_inference_network
-from src.exporting import ExportError, export_inference_model
-from src.init_params import init_network_weights
-from src.loss import SSDWithLossCell
+from src.deploy.export import ExportError, export_inference_model
+from src.deploy.onnx_compat import OnnxCompatError, rewrite_to_opset10
+from src.deploy.onnx_predictor import create_session
+from src.eval.validation import build_inference_network
 from src.model_utils.config import command_line_keys, load_config
-from src.onnx_compat import OnnxCompatError, rewrite_to_opset10
-from src.onnx_predictor import create_session
-from src.ssd import build_ssd
+from src.models.init_weights import init_network_weights
+from src.models.ssd import build_ssd
+from src.train.loss import SSDWithLossCell
+from src.weights.checkpoint import CheckpointMismatchError, load_network_weights
 from tests.conftest import PROJECT_ROOT, randomise_batch_norm, run_script
 
 pytestmark = pytest.mark.usefixtures("graph_mode")

@@ -11,7 +11,7 @@ import pytest
 
 import mindspore_hub_conf as hub
 from src.model_utils.config import ConfigError
-from src.ssd import NETWORKS, SsdInferWithDecoder
+from src.models.ssd import NETWORKS, SsdInferWithDecoder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BOXES = {"ssd300": 1917, "ssd_mobilenet_v1": 1917, "ssd_vgg16": 7308, "ssd_mobilenet_v1_fpn": 51150,
@@ -45,7 +45,7 @@ def test_import_reads_no_command_line_and_builds_nothing():
     result = _python("import sys\n"
                      "sys.argv[1:] = ['--no_such_flag', 'x']\n"
                      "import mindspore_hub_conf\n"
-                     "print(sorted(m for m in ('mindspore', 'src.ssd', 'src.model_utils.config') if m in sys.modules))")
+                     "print(sorted(m for m in ('mindspore', 'src.models.ssd', 'src.model_utils.config') if m in sys.modules))")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from src.loss import SigmoidFocalLoss, SSDWithLossCell
-from src.lr_schedule import warmup_cosine_lr
+from src.train.loss import SigmoidFocalLoss, SSDWithLossCell
+from src.train.lr_schedule import warmup_cosine_lr
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 

@@ -13,11 +13,20 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.annotations import CORRUPT_IMAGE, ConversionReport, read_coco, read_txt
-from src.demo_data import DEMO_CLASSES, generate_demo_dataset
-from src.mindrecord_io import (EVAL_PREFIX, GROUND_TRUTH_JSON, PADDING_ROW, TRAIN_PREFIX, _conversion_lock,
-                               ensure_mindrecord, find_complete_mindrecord, ground_truth_json, strip_padding_rows,
-                               write_mindrecord)
+from src.data.annotations import CORRUPT_IMAGE, ConversionReport, read_coco, read_txt
+from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
+from src.data.mindrecord import (
+    EVAL_PREFIX,
+    GROUND_TRUTH_JSON,
+    PADDING_ROW,
+    TRAIN_PREFIX,
+    _conversion_lock,
+    ensure_mindrecord,
+    find_complete_mindrecord,
+    ground_truth_json,
+    strip_padding_rows,
+    write_mindrecord,
+)
 from src.model_utils.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +235,7 @@ import sys
 
 sys.path.insert(0, sys.argv[1])
 from src.model_utils.config import load_config
-from src.mindrecord_io import ensure_mindrecord
+from src.data.mindrecord import ensure_mindrecord
 
 ensure_mindrecord(load_config(sys.argv[2], overrides=json.loads(sys.argv[3])), for_training=True)
 print("conversion finished")

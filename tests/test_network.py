@@ -8,20 +8,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import nn, ops
 
-from src.anchor_generator import default_boxes_from_config
-from src.box_utils import BoxCoder
-from src.fpn import upsample_2x
-from src.init_params import init_network_weights
-from src.layers import FlattenConcat, InvertedResidual
-from src.loss import SSDWithLossCell
+from src.boxes.anchors import default_boxes_from_config
+from src.boxes.coding import BoxCoder
 from src.model_utils.config import Config, ConfigError, load_config
-from src.ssd import BoxDecoder, SsdInferWithDecoder, build_ssd, freeze_backbone
+from src.models.fpn import upsample_2x
+from src.models.init_weights import init_network_weights
+from src.models.layers import FlattenConcat, InvertedResidual
+from src.models.ssd import BoxDecoder, SsdInferWithDecoder, build_ssd, freeze_backbone
+from src.train.loss import SSDWithLossCell
 from tests.conftest import read_layout
 
 NUM_BOXES = 1917

@@ -28,16 +28,17 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
-from src.annotations import load_coco_quietly
-from src.checkpoint import load_network_weights
-from src.dataset import create_ssd_dataset
-from src.eval_utils import CATEGORIES_PER_PASS, classes_by_ap, coco_evaluate, new_cocoeval
-from src.evaluation import build_inference_network
-from src.mindrecord_io import ensure_mindrecord, ground_truth_json
+from src.data.annotations import load_coco_quietly
+from src.data.dataset import create_ssd_dataset
+from src.data.mindrecord import ensure_mindrecord, ground_truth_json
+from src.deploy.onnx_predictor import OnnxModelError, create_session
+from src.eval.coco import CATEGORIES_PER_PASS, coco_evaluate, new_cocoeval
+from src.eval.offline import seed_protocol_image_ids
+from src.eval.reports import classes_by_ap
+from src.eval.validation import build_inference_network
 from src.model_utils.config import load_config
-from src.offline_results import seed_protocol_image_ids
-from src.onnx_predictor import OnnxModelError, create_session
-from src.ssd import build_ssd
+from src.models.ssd import build_ssd
+from src.weights.checkpoint import load_network_weights
 from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, run_script
 
 

@@ -17,13 +17,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.annotations import load_coco_quietly
+from src.data.annotations import load_coco_quietly
+from src.deploy.drawing import class_colour, draw_detections, label_origin, text_colour
+from src.deploy.predict import (
+    DEFAULT_DRAW_THRESHOLD,
+    Detector,
+    FilePredictor,
+    PredictError,
+    UnreadableImageError,
+    above,
+    eval_preprocessor,
+    list_input_files,
+    load_detector,
+    output_image_path,
+    prediction_options,
+    read_image,
+)
+from src.eval.postprocess import Detections
 from src.model_utils.config import load_config
-from src.eval_utils import Detections
-from src.predict import (DEFAULT_DRAW_THRESHOLD, Detector, FilePredictor, PredictError, UnreadableImageError, above,
-                         eval_preprocessor, list_input_files, load_detector, output_image_path, prediction_options,
-                         read_image)
-from src.visualize import class_colour, draw_detections, label_origin, text_colour
 from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, run_script
 
 SCRIPT = PROJECT_ROOT / "scripts" / "run_predict.sh"
@@ -128,12 +139,13 @@ def test_every_image_is_drawn_at_its_size_and_listed_in_the_coco_json(predicted,
 
 def test_detections_are_those_eval_computes(predicted, checkpoint, demo_root, inputs):
     """Same weights through eval's dataset pipeline and post-processing: the same detections for the files."""
-    from src.checkpoint import load_network_weights
-    from src.dataset import create_ssd_dataset
-    from src.eval_utils import category_ids_by_name, postprocess_with_config
-    from src.evaluation import build_inference_network, predictor
-    from src.mindrecord_io import ensure_mindrecord, ground_truth_json
-    from src.ssd import build_ssd
+    from src.data.dataset import create_ssd_dataset
+    from src.data.mindrecord import ensure_mindrecord, ground_truth_json
+    from src.eval.coco import category_ids_by_name
+    from src.eval.postprocess import postprocess_with_config
+    from src.eval.validation import build_inference_network, predictor
+    from src.models.ssd import build_ssd
+    from src.weights.checkpoint import load_network_weights
 
     config = demo_config(demo_root, max_boxes=MAX_BOXES)
     infer_net = build_inference_network(build_ssd(config), config)
@@ -211,7 +223,7 @@ def test_class_filter_and_score_threshold(demo_root, checkpoint, inputs, tmp_pat
 @pytest.mark.parametrize("file_format", ["ONNX", "MINDIR"])
 def test_exported_models_give_the_checkpoint_detections(file_format, predicted, demo_root, checkpoint, inputs,
                                                         tmp_path):
-    from src.exporting import export_inference_model
+    from src.deploy.export import export_inference_model
 
     model = export_inference_model(demo_config(demo_root), checkpoint, file_format, 3, tmp_path / "ssd")
     # 4 images at batch 3: one padded batch
@@ -335,8 +347,8 @@ def test_model_outputs_that_do_not_fit_the_config_are_refused(demo_root, tmp_pat
 
 
 def test_preprocessing_is_the_eval_pipeline(demo_root):
-    from src.dataset import create_ssd_dataset
-    from src.mindrecord_io import ensure_mindrecord, ground_truth_json
+    from src.data.dataset import create_ssd_dataset
+    from src.data.mindrecord import ensure_mindrecord, ground_truth_json
 
     config = demo_config(demo_root)
     coco = load_coco_quietly(ground_truth_json(config))

@@ -15,21 +15,20 @@ import zipfile
 from pathlib import Path
 
 import cv2
+import mindspore as ms
 import numpy as np
 import pytest
 
-import mindspore as ms
-
 import convert_torchvision_backbone
-from src.checkpoint import CheckpointMismatchError
-from src.dataset import IMAGE_MEAN, IMAGE_STD
-from src.demo_data import generate_demo_dataset
-from src.init_params import init_network_weights
+from src.data.dataset import IMAGE_MEAN, IMAGE_STD
+from src.data.demo_data import generate_demo_dataset
 from src.model_utils.config import load_config
 from src.model_utils.device_adapter import ProcessInfo
-from src.pretrained import load_backbone_weights, resolve_weights_path
-from src.ssd import build_ssd
-from src.torch_pickle import TorchFileError, load_torch_state_dict
+from src.models.init_weights import init_network_weights
+from src.models.ssd import build_ssd
+from src.weights.checkpoint import CheckpointMismatchError
+from src.weights.pretrained import load_backbone_weights, resolve_weights_path
+from src.weights.torch_pickle import TorchFileError, load_torch_state_dict
 from tests.conftest import PROJECT_ROOT
 
 CPU_CONFIG = PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml"
@@ -430,7 +429,7 @@ def test_converter_refuses_another_architecture(tmp_path, capsys):
 
 def test_trainer_loads_feature_extractor_base_param_from_load_path(converted, pretrained, tmp_path, monkeypatch,
                                                                    caplog):
-    from src.trainer import Trainer  # the trainer pulls in the dataset and training modules
+    from src.train.trainer import Trainer  # the trainer pulls in the dataset and training modules
 
     data = generate_demo_dataset(tmp_path / "data" / "coco", num_train=4, num_val=2, seed=1).parent
     monkeypatch.chdir(tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.demo_data import generate_demo_dataset
+from src.data.demo_data import generate_demo_dataset
 from tests.conftest import PROJECT_ROOT
 
 SCRIPTS = PROJECT_ROOT / "scripts"

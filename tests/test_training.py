@@ -14,7 +14,7 @@ import time
 import mindspore as ms
 import pytest
 
-from src.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
+from src.train.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
 from tests.conftest import EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, read_layout, read_metrics, run_script
 
 CPU_CONFIG = PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml"
@@ -111,11 +111,11 @@ def test_a_train_step_runs_the_network_forward_once(graph_mode):
     statistics move exactly as much as after one training-mode forward pass (two passes would move them twice)."""
     import numpy as np
 
-    from src.init_params import init_network_weights
-    from src.loss import SSDWithLossCell
     from src.model_utils.config import load_config
-    from src.ssd import build_ssd
-    from src.train_step import build_optimizer, build_train_step
+    from src.models.init_weights import init_network_weights
+    from src.models.ssd import build_ssd
+    from src.train.loss import SSDWithLossCell
+    from src.train.step import build_optimizer, build_train_step
     from tests.conftest import DEMO_CONFIG
 
     config = load_config(DEMO_CONFIG)

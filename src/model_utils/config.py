@@ -382,7 +382,7 @@ def _check_class_count(config: Config, context: str) -> None:
 
 def _count_default_boxes(config: Config, context: str) -> int:
     # Imported here so the config layer loads (and its tests run) without the geometry module.
-    from src.anchor_generator import count_default_boxes
+    from src.boxes.anchors import count_default_boxes
 
     try:
         return count_default_boxes(config)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from src.annotations import write_json_atomic
+from src.model_utils.files import write_json_atomic
 
 #: ``copy(source, destination)`` for two folders, one of them usually an ``obs://`` URL.
 CopyFunction = Callable[[str, str], None]

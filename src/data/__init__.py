@@ -1,0 +1,1 @@
+"""Datasets: annotation readers, MindRecord conversion, augmentation, the input pipeline, demo data, downloads."""

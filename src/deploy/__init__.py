@@ -1,0 +1,1 @@
+"""Deployment: export (MINDIR/AIR/ONNX), ONNX helpers, predictors and drawing."""

@@ -1,0 +1,1 @@
+"""Evaluation: post-processing (NMS), COCO scoring, reports and offline results."""

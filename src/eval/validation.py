@@ -1,0 +1,56 @@
+"""COCO evaluation of an SSD network on the configured validation set.
+
+Shared by ``eval.py`` and the evaluation that ``train.py`` runs between epochs, so that both
+report the same number for the same weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from src.boxes.anchors import default_boxes_from_config
+from src.data.dataset import create_ssd_dataset
+from src.data.mindrecord import ensure_mindrecord, ground_truth_json
+from src.eval.coco import CocoEvalResult, evaluate_detector
+from src.models.ssd import SsdInferWithDecoder
+
+
+def build_inference_network(network: nn.Cell, config: Any) -> SsdInferWithDecoder:
+    """Network + in-graph box decoding; its parameters keep the ``network.`` checkpoint prefix."""
+    return SsdInferWithDecoder(network, default_boxes_from_config(config), config.prior_scaling)
+
+
+def predictor(infer_net: nn.Cell) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A numpy-in/numpy-out function over a batch of normalised NCHW images."""
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes, scores = infer_net(ms.Tensor(images, ms.float32))
+        return boxes.asnumpy(), scores.asnumpy()
+
+    return predict
+
+
+def evaluate_on_validation(infer_net: nn.Cell, config: Any, results_json: Path) -> CocoEvalResult:
+    """Run the eval pipeline over every validation image and score it with pycocotools.
+
+    The network is switched to inference mode (sigmoid scores, BatchNorm statistics frozen);
+    callers that go on training must switch it back with ``set_train(True)``.
+    """
+    infer_net.set_train(False)
+    return evaluate_predictor_on_validation(predictor(infer_net), config, results_json, int(config.eval_batch_size))
+
+
+def evaluate_predictor_on_validation(predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], config: Any,
+                                     results_json: Path, batch_size: int) -> CocoEvalResult:
+    """The validation evaluation of any predict function (MindSpore network, onnxruntime session).
+
+    Same dataset, post-processing and COCO protocol for every engine, so their mAPs compare.
+    """
+    mindrecord = ensure_mindrecord(config, for_training=False)
+    dataset = create_ssd_dataset(mindrecord, config, int(batch_size), is_training=False,
+                                 num_parallel_workers=int(config.num_parallel_workers))
+    return evaluate_detector(predict, dataset, ground_truth_json(config), config.classes, config, Path(results_json))

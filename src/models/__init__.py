@@ -1,0 +1,1 @@
+"""Networks: backbones, necks, heads, the SSD assembly and the registry that names each network."""

@@ -1,0 +1,1 @@
+"""ImageNet backbones the SSD networks are built on."""

@@ -1,0 +1,1 @@
+"""Checkpoints: loading, saving, and converting pre-trained backbone weights."""
