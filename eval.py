@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("eval.py needs --checkpoint_file_path <ckpt> (the weights to evaluate)")
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
         from src.eval.reports import detections_json_path, publish_report
-        from src.eval.validation import build_inference_network, evaluate_on_validation
-        from src.models.ssd import build_ssd
+        from src.eval.validation import evaluate_on_validation
+        from src.models.registry import inference_network
         from src.weights.checkpoint import load_network_weights
 
-        infer_net = build_inference_network(build_ssd(config), config)
+        infer_net = inference_network(config)
         load_network_weights(config.checkpoint_file_path, infer_net)
         logger.info(f"loaded {config.checkpoint_file_path}")
         results_json = detections_json_path(own.save_detections, config.output_path, "eval")

@@ -24,13 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
     config = parse_args(config_args, description=__doc__)
     logger = setup_logger(config.output_path, 0, "eval_onnx")
-    from src.deploy.onnx_predictor import (
-        OnnxModelError,
-        check_model_fits_config,
-        create_session,
-        model_batch_size,
-        onnx_predictor,
-    )
+    from src.deploy.onnx_predictor import (OnnxModelError, check_model_fits_config, create_session, model_batch_size,
+                                           onnx_predictor)
     from src.eval.validation import evaluate_predictor_on_validation
 
     try:

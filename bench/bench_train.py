@@ -85,7 +85,7 @@ def bench_network(config: Config, batch_size: int, steps: int) -> BenchRow:
     import mindspore as ms
 
     from src.models.init_weights import init_network_weights
-    from src.models.ssd import build_ssd
+    from src.models.registry import build_ssd
     from src.train.loss import SSDWithLossCell
     from src.train.lr_schedule import warmup_cosine_lr
     from src.train.step import build_optimizer, build_train_step

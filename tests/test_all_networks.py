@@ -16,19 +16,13 @@ import numpy as np
 import pytest
 
 from src.data.demo_data import COCO_SHAPE_NAMES, generate_demo_dataset
-from src.eval.validation import build_inference_network
 from src.model_utils.config import load_config
-from src.models.ssd import build_ssd
-from tests.conftest import PROJECT_ROOT, read_layout, read_metrics, run_script
+from src.models.registry import NETWORKS, inference_network
+from tests.conftest import read_layout, read_metrics, run_script
 
-#: model_name -> (CPU config, number of default boxes at the config's img_shape).
-CPU_CONFIGS = {
-    "ssd300": ("ssd300_config_cpu.yaml", 1917),
-    "ssd_mobilenet_v1": ("ssd_mobilenet_v1_300_config_cpu.yaml", 1917),
-    "ssd_vgg16": ("ssd_vgg16_config_cpu.yaml", 7308),
-    "ssd_mobilenet_v1_fpn": ("ssd_mobilenet_v1_fpn_config_cpu.yaml", 51150),
-    "ssd_resnet50_fpn": ("ssd_resnet50_fpn_config_cpu.yaml", 51150),
-}
+#: model_name -> number of default boxes at the img_shape of its CPU config (the registry's cpu_config_file).
+NUM_BOXES = {"ssd300": 1917, "ssd_mobilenet_v1": 1917, "ssd_vgg16": 7308, "ssd_mobilenet_v1_fpn": 51150,
+             "ssd_resnet50_fpn": 51150}
 NUM_CLASSES = 81
 # Batch 2 over 4 images = the 2 steps; a 640-px ResNet50-FPN step at batch 4 costs 30 s on 2 cores.
 BATCH, TRAIN_IMAGES, VAL_IMAGES = 2, 4, 2
@@ -36,7 +30,7 @@ STEPS = TRAIN_IMAGES // BATCH
 
 
 def config_path(model_name: str) -> Path:
-    return PROJECT_ROOT / "config" / CPU_CONFIGS[model_name][0]
+    return NETWORKS[model_name].cpu_config_path
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +54,7 @@ def run_args(model_name: str, data_root: Path, output: Path, *extra: str) -> lis
             "--log_interval", "1", "--feature_extractor_base_param", "", *extra]
 
 
-@pytest.fixture(scope="module", params=list(CPU_CONFIGS))
+@pytest.fixture(scope="module", params=list(NETWORKS))
 def trained(request, coco_named_demo, tmp_path_factory) -> tuple[str, Path]:
     """(model_name, output folder) of a finished 2-step train.py run."""
     model_name = request.param
@@ -102,11 +96,11 @@ def test_eval_prints_the_coco_table(trained, coco_named_demo):
     assert (output / "eval" / "eval_detections.json").is_file()
 
 
-@pytest.mark.parametrize("model_name", list(CPU_CONFIGS))
+@pytest.mark.parametrize("model_name", list(NETWORKS))
 def test_inference_outputs_boxes_and_81_class_scores(graph_mode, model_name):
     config = load_config(config_path(model_name))
-    num_boxes = CPU_CONFIGS[model_name][1]
-    infer_net = build_inference_network(build_ssd(config), config)
+    num_boxes = NUM_BOXES[model_name]
+    infer_net = inference_network(config)
     infer_net.set_train(False)
     images = np.random.default_rng(0).normal(size=(2, 3, *config.img_shape)).astype(np.float32)
     boxes, scores = (t.asnumpy() for t in infer_net(ms.Tensor(images)))

@@ -9,20 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from src.data.annotations import (
-    CLIPPED,
-    CORRUPT_IMAGE,
-    CROWD,
-    DROPPED,
-    NO_BOX,
-    UNKNOWN_CLASS,
-    ConversionReport,
-    clean_boxes,
-    read_coco,
-    read_txt,
-    read_voc,
-    records_to_coco_dict,
-)
+from src.data.annotations import (CLIPPED, CORRUPT_IMAGE, CROWD, DROPPED, NO_BOX, UNKNOWN_CLASS, ConversionReport,
+                                  clean_boxes, read_coco, read_txt, read_voc, records_to_coco_dict)
 from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
 
 SIZE = 64

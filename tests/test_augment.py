@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 
 from src.boxes.coding import pairwise_iou
-from src.data.augment import (
-    drop_degenerate,
-    flip_boxes,
-    normalise_boxes,
-    random_colour_jitter,
-    random_geometry,
-    render_window,
-    sample_expand,
-    sample_iou_crop,
-)
+from src.data.augment import (drop_degenerate, flip_boxes, normalise_boxes, random_colour_jitter, random_geometry,
+                              render_window, sample_expand, sample_iou_crop)
 
 SEEDS = range(300)
 FILL = (124, 116, 104)

@@ -20,22 +20,15 @@ from mindspore import nn
 
 import convert_torchvision_backbone
 from src.model_utils.config import Config, load_config
-from src.models.ssd import NETWORKS, build_ssd, freeze_backbone
+from src.models.registry import NETWORKS, build_ssd
+from src.models.ssd import freeze_backbone
 from src.train.loss import SSDWithLossCell
 from src.train.step import build_optimizer, build_train_step
 from src.weights.checkpoint import CheckpointMismatchError
 from src.weights.pretrained import BACKBONE_MAPPINGS, backbone_mapping, load_backbone_weights
-from tests.conftest import PROJECT_ROOT
 from tests.test_pretrained import write_torch_state_dict
 
 IMAGENET_BN_EPS = 1e-5
-CONFIG_FILES = {
-    "ssd300": "ssd300_config_cpu.yaml",
-    "ssd_mobilenet_v1": "ssd_mobilenet_v1_300_config_cpu.yaml",
-    "ssd_mobilenet_v1_fpn": "ssd_mobilenet_v1_fpn_config_cpu.yaml",
-    "ssd_resnet50_fpn": "ssd_resnet50_fpn_config_cpu.yaml",
-    "ssd_vgg16": "ssd_vgg16_config_cpu.yaml",
-}
 #: Where each network keeps its ImageNet backbone (REFERENCE_SSD.md §2.10), as parameter-name prefixes.
 BACKBONE_PREFIX = {
     "ssd300": "backbone.",
@@ -47,7 +40,7 @@ BACKBONE_PREFIX = {
 
 
 def config_for(model_name: str, **overrides):
-    return load_config(str(PROJECT_ROOT / "config" / CONFIG_FILES[model_name]), overrides=overrides)
+    return load_config(NETWORKS[model_name].cpu_config_path, overrides=overrides)
 
 
 # ---------------------------------------------------------------- synthetic classification networks
@@ -305,7 +298,8 @@ def load_case(case_id: str, tmp_path: Path, torchvision: bool):
 
 
 def test_every_network_has_a_backbone_mapping():
-    assert set(BACKBONE_MAPPINGS) == set(NETWORKS) == set(BACKBONE_PREFIX)
+    assert set(BACKBONE_MAPPINGS) == {record.backbone for record in NETWORKS.values()}
+    assert set(BACKBONE_PREFIX) == set(NETWORKS)
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
@@ -348,7 +342,7 @@ def test_converter_tells_the_architecture_from_the_keys_and_writes_zoo_names(cas
 
 # ---------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("model_name", list(CONFIG_FILES))
+@pytest.mark.parametrize("model_name", list(NETWORKS))
 def test_checkpoint_of_another_backbone_raises_and_changes_nothing(model_name, tmp_path):
     other = mobilenet_v1_layers() if model_name == "ssd300" else mobilenet_v2_layers()
     path = write_zoo_checkpoint(tmp_path / "other_backbone.ckpt", materialise(other, seed=1)[0])
@@ -389,7 +383,7 @@ def test_torch_file_for_mobilenet_v1_is_refused(model_name, tmp_path):
 
 # ---------------------------------------------------------------- freeze_layer: backbone
 
-@pytest.mark.parametrize("model_name", list(CONFIG_FILES))
+@pytest.mark.parametrize("model_name", list(NETWORKS))
 def test_freeze_backbone_takes_exactly_the_backbone_out_of_training(model_name):
     config = config_for(model_name)
     network = build_ssd(config)

@@ -31,17 +31,10 @@ from src.deploy.export import export_inference_model
 from src.deploy.onnx_predictor import create_session
 from src.model_utils.config import load_config
 from src.models.init_weights import init_network_weights
-from src.models.ssd import build_ssd
+from src.models.registry import build_ssd
 from src.train.loss import SSDWithLossCell
-from tests.conftest import (
-    DEMO_CONFIG,
-    EPOCHS,
-    PROJECT_ROOT,
-    STEPS_PER_EPOCH,
-    demo_args,
-    randomise_batch_norm,
-    run_script,
-)
+from tests.conftest import (DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, randomise_batch_norm,
+                            run_script)
 
 pytestmark = pytest.mark.usefixtures("graph_mode")
 

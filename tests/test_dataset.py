@@ -16,14 +16,8 @@ from PIL import Image
 
 from src.boxes.anchors import default_boxes_from_config
 from src.boxes.coding import BoxCoder, pairwise_iou
-from src.data.dataset import (
-    IMAGE_MEAN,
-    IMAGE_STD,
-    TrainTransform,
-    _decode_training_image,
-    create_ssd_dataset,
-    decode_rgb,
-)
+from src.data.dataset import (IMAGE_MEAN, IMAGE_STD, TrainTransform, _decode_training_image, create_ssd_dataset,
+                              decode_rgb)
 from src.data.mindrecord import PADDING_ROW, SCHEMA
 from src.model_utils.config import load_config
 

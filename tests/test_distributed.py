@@ -18,13 +18,8 @@ import numpy as np
 import pytest
 
 from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
-from src.data.mindrecord import (
-    TRAIN_PREFIX,
-    ensure_mindrecord,
-    find_complete_mindrecord,
-    mindrecord_folder,
-    wait_for_mindrecord,
-)
+from src.data.mindrecord import (TRAIN_PREFIX, ensure_mindrecord, find_complete_mindrecord, mindrecord_folder,
+                                 wait_for_mindrecord)
 from src.model_utils.config import load_config
 from tests.conftest import PROJECT_ROOT
 

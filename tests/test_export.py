@@ -22,10 +22,9 @@ from onnx import TensorProto, helper
 from src.deploy.export import ExportError, export_inference_model
 from src.deploy.onnx_compat import OnnxCompatError, rewrite_to_opset10
 from src.deploy.onnx_predictor import create_session
-from src.eval.validation import build_inference_network
 from src.model_utils.config import command_line_keys, load_config
 from src.models.init_weights import init_network_weights
-from src.models.ssd import build_ssd
+from src.models.registry import build_ssd, inference_network
 from src.train.loss import SSDWithLossCell
 from src.weights.checkpoint import CheckpointMismatchError, load_network_weights
 from tests.conftest import PROJECT_ROOT, randomise_batch_norm, run_script
@@ -78,7 +77,7 @@ def test_checkpoint_mindir_and_onnx_agree(model_name, checkpoints, tmp_path):
     rng = np.random.default_rng(7)
     inputs = [rng.normal(0, 1, (2, 3, height, width)).astype(np.float32) for _ in range(2)]
 
-    reference_net = build_inference_network(build_ssd(config), config)
+    reference_net = inference_network(config)
     load_network_weights(checkpoints[model_name], reference_net)
     reference_net.set_train(False)
     references = [tuple(out.asnumpy() for out in reference_net(ms.Tensor(x))) for x in inputs]

@@ -15,18 +15,9 @@ from pycocotools.coco import COCO
 
 from src.data.annotations import CORRUPT_IMAGE, ConversionReport, read_coco, read_txt
 from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
-from src.data.mindrecord import (
-    EVAL_PREFIX,
-    GROUND_TRUTH_JSON,
-    PADDING_ROW,
-    TRAIN_PREFIX,
-    _conversion_lock,
-    ensure_mindrecord,
-    find_complete_mindrecord,
-    ground_truth_json,
-    strip_padding_rows,
-    write_mindrecord,
-)
+from src.data.mindrecord import (EVAL_PREFIX, GROUND_TRUTH_JSON, PADDING_ROW, TRAIN_PREFIX, _conversion_lock,
+                                 ensure_mindrecord, find_complete_mindrecord, ground_truth_json, strip_padding_rows,
+                                 write_mindrecord)
 from src.model_utils.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

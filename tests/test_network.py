@@ -19,7 +19,8 @@ from src.model_utils.config import Config, ConfigError, load_config
 from src.models.fpn import upsample_2x
 from src.models.init_weights import init_network_weights
 from src.models.layers import FlattenConcat, InvertedResidual
-from src.models.ssd import BoxDecoder, SsdInferWithDecoder, build_ssd, freeze_backbone
+from src.models.registry import NETWORKS, build_ssd, inference_network
+from src.models.ssd import BoxDecoder, SsdInferWithDecoder, freeze_backbone
 from src.train.loss import SSDWithLossCell
 from tests.conftest import read_layout
 
@@ -39,21 +40,31 @@ def images() -> ms.Tensor:
     return ms.Tensor(rng.normal(size=(2, 3, 300, 300)).astype(np.float32))
 
 
-#: model_name -> (seed config, boxes, trainable elements, all network elements) from REFERENCE_SSD.md §2.10.
+#: model_name -> (boxes, trainable elements, all network elements) from REFERENCE_SSD.md §2.10, for the
+#: network built from its registry record's seed config (the model zoo's config of that network).
 NETWORK_FACTS = {
-    "ssd300": ("config/ssd300_config.yaml", 1917, 4_393_461, 4_445_365),
-    "ssd_mobilenet_v1": ("config/ssd_mobilenet_v1_300_config_gpu.yaml", 1917, 11_294_517, 11_329_461),
-    "ssd_vgg16": ("config/ssd_vgg16_config.yaml", 7308, 24_305_589, 24_316_853),
-    "ssd_mobilenet_v1_fpn": ("config/ssd_mobilenet_v1_fpn_config.yaml", 51150, 12_534_846, 12_579_774),
-    "ssd_resnet50_fpn": ("config/ssd_resnet50_fpn_config.yaml", 51150, 33_294_654, 33_370_814),
+    "ssd300": (1917, 4_393_461, 4_445_365),
+    "ssd_mobilenet_v1": (1917, 11_294_517, 11_329_461),
+    "ssd_vgg16": (7308, 24_305_589, 24_316_853),
+    "ssd_mobilenet_v1_fpn": (51150, 12_534_846, 12_579_774),
+    "ssd_resnet50_fpn": (51150, 33_294_654, 33_370_814),
 }
 
 
-@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+def seed_config(model_name: str, overrides: dict | None = None) -> Config:
+    """The model zoo's config of ``model_name``, as its registry record names it."""
+    return load_config(NETWORKS[model_name].config_path, overrides)
+
+
+def test_every_registered_network_has_its_reference_facts() -> None:
+    assert set(NETWORK_FACTS) == set(NETWORKS)
+
+
+@pytest.mark.parametrize("model_name", sorted(NETWORKS))
 def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path, model_name: str) -> None:
     """Every network.* row of the zoo's table: name, shape, trainability; and the trainable order."""
     expected = read_layout(checkpoint_layout_dir, model_name)
-    config = load_config(NETWORK_FACTS[model_name][0])
+    config = seed_config(model_name)
     loss_cell = SSDWithLossCell(build_ssd(config), config)
     actual = [(name, tuple(p.shape), p.requires_grad) for name, p in loss_cell.parameters_and_names()]
     by_name = {row[0]: row for row in actual}
@@ -69,20 +80,19 @@ def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path, mo
     assert [r[0] for r in actual if r[2]] == [r[0] for r in expected if r[2]]
 
 
-@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+@pytest.mark.parametrize("model_name", sorted(NETWORKS))
 def test_parameter_counts(model_name: str) -> None:
-    _, _, trainable, total = NETWORK_FACTS[model_name]
-    network = build_ssd(load_config(NETWORK_FACTS[model_name][0]))
+    _, trainable, total = NETWORK_FACTS[model_name]
+    network = build_ssd(seed_config(model_name))
     assert sum(p.size for p in network.trainable_params()) == trainable
     assert sum(p.size for p in network.get_parameters()) == total
 
 
-@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+@pytest.mark.parametrize("model_name", sorted(NETWORKS))
 def test_every_network_outputs_decoded_boxes_and_scores(graph_mode, model_name: str) -> None:
-    config_path, num_boxes, _, _ = NETWORK_FACTS[model_name]
-    config = load_config(config_path)
-    network = build_ssd(config)
-    infer = SsdInferWithDecoder(network, default_boxes_from_config(config), config.prior_scaling)
+    num_boxes = NETWORK_FACTS[model_name][0]
+    config = seed_config(model_name)
+    infer = inference_network(config)
     infer.set_train(False)
     images = np.random.default_rng(0).normal(size=(2, 3, *config.img_shape)).astype(np.float32)
     boxes, scores = (t.asnumpy() for t in infer(ms.Tensor(images)))
@@ -94,9 +104,9 @@ def test_every_network_outputs_decoded_boxes_and_scores(graph_mode, model_name: 
     np.testing.assert_allclose(single_scores[0], scores[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("model_name", sorted(NETWORK_FACTS))
+@pytest.mark.parametrize("model_name", sorted(NETWORKS))
 def test_feature_maps_are_the_ones_the_anchors_assume(model_name: str) -> None:
-    config = load_config(NETWORK_FACTS[model_name][0])
+    config = seed_config(model_name)
     sizes = type(build_ssd(config)).feature_map_sizes(config.img_shape[0])
     if config.use_anchor_generator:
         assert sizes == [config.img_shape[0] // step for step in config.steps]
@@ -110,7 +120,7 @@ def test_feature_maps_are_the_ones_the_anchors_assume(model_name: str) -> None:
     ("ssd300", [300, 320], "feature_size"),
 ])
 def test_img_shape_that_does_not_fit_the_anchors_is_refused(model_name: str, img_shape: list, key: str) -> None:
-    config = load_config(NETWORK_FACTS[model_name][0])
+    config = seed_config(model_name)
     config.img_shape = img_shape
     with pytest.raises(ValueError, match=rf"img_shape {re.escape(str(img_shape))}.*{key}"):
         build_ssd(config)
@@ -119,8 +129,8 @@ def test_img_shape_that_does_not_fit_the_anchors_is_refused(model_name: str, img
 def test_fpn_img_shape_must_be_a_multiple_of_every_anchor_stride() -> None:
     """Then the SAME-padded maps are exactly img_shape / stride, which the grid anchors assume."""
     with pytest.raises(ConfigError, match=r"img_shape \[768, 704\].*stride 128"):
-        load_config(NETWORK_FACTS["ssd_resnet50_fpn"][0], {"img_shape": [768, 704]})
-    config = load_config(NETWORK_FACTS["ssd_resnet50_fpn"][0], {"img_shape": [768, 512]})
+        seed_config("ssd_resnet50_fpn", {"img_shape": [768, 704]})
+    config = seed_config("ssd_resnet50_fpn", {"img_shape": [768, 512]})
     assert config.num_ssd_boxes == 6 * sum((768 // s) * (512 // s) for s in config.steps)
     build_ssd(config)
 
@@ -162,7 +172,7 @@ def test_fpn_upsampling_uses_the_asymmetric_bilinear_mapping(graph_mode) -> None
 
 @pytest.mark.parametrize("model_name", ["ssd_mobilenet_v1_fpn", "ssd_resnet50_fpn"])
 def test_fpn_head_shares_conv_weights_but_not_batchnorm_across_levels(model_name: str) -> None:
-    head = build_ssd(load_config(NETWORK_FACTS[model_name][0])).multi_box
+    head = build_ssd(seed_config(model_name)).multi_box
     for tower in (head.addition_layer_loc, head.addition_layer_cls):
         assert len(tower) == 5 and all(len(level) == 4 for level in tower)
         for layer in range(4):
@@ -174,7 +184,7 @@ def test_fpn_head_shares_conv_weights_but_not_batchnorm_across_levels(model_name
 
 
 def test_resnet_starts_each_residual_branch_at_zero() -> None:
-    resnet = build_ssd(load_config(NETWORK_FACTS["ssd_resnet50_fpn"][0])).feature_extractor.resnet
+    resnet = build_ssd(seed_config("ssd_resnet50_fpn")).feature_extractor.resnet
     blocks = [block for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for block in stage]
     assert len(blocks) == 16
     assert all(not block.bn3.gamma.asnumpy().any() for block in blocks)
@@ -183,7 +193,7 @@ def test_resnet_starts_each_residual_branch_at_zero() -> None:
 
 
 def test_vgg_extras_follow_the_zoo_padding_and_dilation() -> None:
-    network = build_ssd(load_config(NETWORK_FACTS["ssd_vgg16"][0]))
+    network = build_ssd(seed_config("ssd_vgg16"))
     assert network.b6_1.padding == 6 and network.b6_1.pad_mode == "pad" and 6 in network.b6_1.dilation
     assert network.b8_1.padding == 1 and network.b8_2.pad_mode == "valid" and network.b10_2.pad_mode == "valid"
     norms = [name for name, cell in network.cells_and_names() if isinstance(cell, nn.BatchNorm2d)]

@@ -35,9 +35,8 @@ from src.deploy.onnx_predictor import OnnxModelError, create_session
 from src.eval.coco import CATEGORIES_PER_PASS, coco_evaluate, new_cocoeval
 from src.eval.offline import seed_protocol_image_ids
 from src.eval.reports import classes_by_ap
-from src.eval.validation import build_inference_network
 from src.model_utils.config import load_config
-from src.models.ssd import build_ssd
+from src.models.registry import inference_network
 from src.weights.checkpoint import load_network_weights
 from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, run_script
 
@@ -83,7 +82,7 @@ def write_runner_outputs(config, checkpoint: Path, folder: Path) -> int:
     """The MindSpore network's outputs for every eval image, as the C++ runner's .bin files."""
     stems = {image["id"]: Path(image["file_name"]).stem
              for image in json.loads(ground_truth_json(config).read_text())["images"]}
-    infer_net = build_inference_network(build_ssd(config), config)
+    infer_net = inference_network(config)
     load_network_weights(checkpoint, infer_net)
     infer_net.set_train(False)
     dataset = create_ssd_dataset(ensure_mindrecord(config, for_training=False), config, 8, is_training=False)

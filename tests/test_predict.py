@@ -19,20 +19,9 @@ from PIL import Image
 
 from src.data.annotations import load_coco_quietly
 from src.deploy.drawing import class_colour, draw_detections, label_origin, text_colour
-from src.deploy.predict import (
-    DEFAULT_DRAW_THRESHOLD,
-    Detector,
-    FilePredictor,
-    PredictError,
-    UnreadableImageError,
-    above,
-    eval_preprocessor,
-    list_input_files,
-    load_detector,
-    output_image_path,
-    prediction_options,
-    read_image,
-)
+from src.deploy.predict import (DEFAULT_DRAW_THRESHOLD, Detector, FilePredictor, PredictError, UnreadableImageError,
+                                above, eval_preprocessor, list_input_files, load_detector, output_image_path,
+                                prediction_options, read_image)
 from src.eval.postprocess import Detections
 from src.model_utils.config import load_config
 from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, run_script
@@ -143,12 +132,12 @@ def test_detections_are_those_eval_computes(predicted, checkpoint, demo_root, in
     from src.data.mindrecord import ensure_mindrecord, ground_truth_json
     from src.eval.coco import category_ids_by_name
     from src.eval.postprocess import postprocess_with_config
-    from src.eval.validation import build_inference_network, predictor
-    from src.models.ssd import build_ssd
+    from src.eval.validation import predictor
+    from src.models.registry import inference_network
     from src.weights.checkpoint import load_network_weights
 
     config = demo_config(demo_root, max_boxes=MAX_BOXES)
-    infer_net = build_inference_network(build_ssd(config), config)
+    infer_net = inference_network(config)
     load_network_weights(checkpoint, infer_net)
     infer_net.set_train(False)
     coco = load_coco_quietly(ground_truth_json(config))

@@ -25,7 +25,7 @@ from src.data.demo_data import generate_demo_dataset
 from src.model_utils.config import load_config
 from src.model_utils.device_adapter import ProcessInfo
 from src.models.init_weights import init_network_weights
-from src.models.ssd import build_ssd
+from src.models.registry import build_ssd
 from src.weights.checkpoint import CheckpointMismatchError
 from src.weights.pretrained import load_backbone_weights, resolve_weights_path
 from src.weights.torch_pickle import TorchFileError, load_torch_state_dict

@@ -113,7 +113,7 @@ def test_a_train_step_runs_the_network_forward_once(graph_mode):
 
     from src.model_utils.config import load_config
     from src.models.init_weights import init_network_weights
-    from src.models.ssd import build_ssd
+    from src.models.registry import build_ssd
     from src.train.loss import SSDWithLossCell
     from src.train.step import build_optimizer, build_train_step
     from tests.conftest import DEMO_CONFIG

@@ -30,15 +30,8 @@ import numpy as np
 from mindspore.mindrecord import FileWriter
 from tqdm import tqdm
 
-from src.data.annotations import (
-    CORRUPT_IMAGE,
-    ConversionReport,
-    ImageRecord,
-    read_coco,
-    read_txt,
-    read_voc,
-    records_to_coco_dict,
-)
+from src.data.annotations import (CORRUPT_IMAGE, ConversionReport, ImageRecord, read_coco, read_txt, read_voc,
+                                  records_to_coco_dict)
 from src.model_utils.files import write_json_atomic
 
 TRAIN_PREFIX = "ssd.mindrecord"

@@ -13,8 +13,7 @@ import mindspore as ms
 import numpy as np
 
 from src.deploy.onnx_compat import make_opencv_compatible
-from src.eval.validation import build_inference_network
-from src.models.ssd import build_ssd
+from src.models.registry import inference_network
 from src.weights.checkpoint import load_network_weights
 
 #: The suffix MindSpore gives each format's file.
@@ -62,7 +61,7 @@ def export_inference_model(config: Any, checkpoint_path: str | Path | None, file
     The MindSpore context (device, GRAPH_MODE) must already be set.
     """
     _check_request(config, file_format, batch_size)
-    infer_net = build_inference_network(build_ssd(config), config)
+    infer_net = inference_network(config)
     if checkpoint_path:
         load_network_weights(checkpoint_path, infer_net)
     infer_net.set_train(False)

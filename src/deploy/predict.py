@@ -119,11 +119,11 @@ def load_detector(model_path: str | Path, config: Any, num_images: int) -> Detec
 
 
 def _checkpoint_detector(path: Path, config: Any, batch_size: int) -> Detector:
-    from src.eval.validation import build_inference_network, predictor
-    from src.models.ssd import build_ssd
+    from src.eval.validation import predictor
+    from src.models.registry import inference_network
     from src.weights.checkpoint import load_network_weights
 
-    infer_net = build_inference_network(build_ssd(config), config)
+    infer_net = inference_network(config)
     load_network_weights(path, infer_net)
     infer_net.set_train(False)
     return Detector(predictor(infer_net), batch_size, f"MindSpore ({config.model_name} checkpoint)")
@@ -161,13 +161,8 @@ def _mindir_detector(path: Path, config: Any) -> Detector:
 
 
 def _onnx_detector(path: Path, config: Any, free_batch: int) -> Detector:
-    from src.deploy.onnx_predictor import (
-        OnnxModelError,
-        check_model_fits_config,
-        create_session,
-        model_batch_size,
-        onnx_predictor,
-    )
+    from src.deploy.onnx_predictor import (OnnxModelError, check_model_fits_config, create_session, model_batch_size,
+                                           onnx_predictor)
 
     try:
         session = create_session(path, config.device_target)

@@ -12,16 +12,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from src.boxes.anchors import default_boxes_from_config
 from src.data.dataset import create_ssd_dataset
 from src.data.mindrecord import ensure_mindrecord, ground_truth_json
 from src.eval.coco import CocoEvalResult, evaluate_detector
-from src.models.ssd import SsdInferWithDecoder
-
-
-def build_inference_network(network: nn.Cell, config: Any) -> SsdInferWithDecoder:
-    """Network + in-graph box decoding; its parameters keep the ``network.`` checkpoint prefix."""
-    return SsdInferWithDecoder(network, default_boxes_from_config(config), config.prior_scaling)
 
 
 def predictor(infer_net: nn.Cell) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -6,7 +6,7 @@ in the backbone and in the kind of extra block, which the subclasses build.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import mindspore as ms
 from mindspore import nn
@@ -19,9 +19,17 @@ LEVEL_STRIDES = (16, 32, 64, 128, 256, 512)
 NUM_BACKBONE_LEVELS = 2
 
 
-def extra_levels(config: Any) -> range:
-    """Indices into the ``extras_*`` config lists of the levels the extra blocks produce."""
-    return range(NUM_BACKBONE_LEVELS, len(config.extras_in_channels))
+class ExtraLevel(NamedTuple):
+    """How one extra level grows from the previous one (the zoo's ``extras_*`` lists, one entry each).
+
+    ``expand_ratio`` is the inverted-residual expansion of ssd300's blocks; the plain conv
+    blocks of ``ssd_mobilenet_v1`` have none and ignore it.
+    """
+
+    in_channels: int
+    out_channels: int
+    stride: int
+    expand_ratio: float
 
 
 class SsdWithExtraLevels(nn.Cell):

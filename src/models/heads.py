@@ -1,7 +1,7 @@
 """Box/class prediction heads and the train/inference output convention shared by all SSDs."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Sequence
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -12,21 +12,21 @@ from src.models.layers import ConvBNReLU, FlattenConcat, conv2d, last_conv2d
 class MultiBox(nn.Cell):
     """One depthwise-separable loc and cls predictor per feature level (ssd300, MobileNetV1, VGG16).
 
-    Reads ``extras_out_channels`` (feature widths), ``num_default`` (anchors per location),
-    ``num_classes`` and ``num_ssd_boxes`` from the config. Returns raw
-    ``(loc (B,N,4), logits (B,N,num_classes))``; the caller decides on the sigmoid.
+    ``level_channels[i]`` is the width of feature level i and ``anchors_per_level[i]`` the number
+    of default boxes per location there; ``num_boxes`` is their total over all locations. Returns
+    raw ``(loc (B,N,4), logits (B,N,num_classes))``; the caller decides on the sigmoid.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, level_channels: Sequence[int], anchors_per_level: Sequence[int], num_classes: int,
+                 num_boxes: int) -> None:
         super().__init__()
-        channels, anchors = list(config.extras_out_channels), list(config.num_default)
-        if len(channels) != len(anchors):
-            raise ValueError(f"config extras_out_channels has {len(channels)} levels but num_default has "
-                             f"{len(anchors)}; give one entry per feature level in both")
-        self.multi_loc_layers = nn.CellList([last_conv2d(c, 4 * a) for c, a in zip(channels, anchors)])
-        self.multi_cls_layers = nn.CellList(
-            [last_conv2d(c, config.num_classes * a) for c, a in zip(channels, anchors)])
-        self.flatten_concat = FlattenConcat(config.num_ssd_boxes)
+        if len(level_channels) != len(anchors_per_level):
+            raise ValueError(f"{len(level_channels)} feature levels (extras_out_channels) but anchor counts for "
+                             f"{len(anchors_per_level)} (num_default); give one entry per feature level in both")
+        pairs = list(zip(level_channels, anchors_per_level))
+        self.multi_loc_layers = nn.CellList([last_conv2d(c, 4 * a) for c, a in pairs])
+        self.multi_cls_layers = nn.CellList([last_conv2d(c, num_classes * a) for c, a in pairs])
+        self.flatten_concat = FlattenConcat(num_boxes)
 
     def class_biases(self) -> list:
         """Bias of every class-score conv, (anchors x num_classes) values each, anchor-major."""
@@ -43,26 +43,21 @@ class MultiBox(nn.Cell):
 class WeightSharedMultiBox(nn.Cell):
     """RetinaNet-style head of the FPN SSDs: one loc and one cls tower shared by all levels.
 
-    Each tower is ``num_addition_layers`` 3x3 convs (with bias) whose weights every level
-    reuses, each followed by a BatchNorm of the level's own (``addition_layer_{loc,cls}[level]``):
-    statistics differ between pyramid levels, weights need not. One 3x3 predictor per branch
-    (``loc_layers.0``, ``cls_layers.0``) then serves every level. Reads ``extras_out_channels[0]``,
-    ``num_default[0]``, ``len(feature_size)``, ``num_addition_layers``, ``num_classes`` and
-    ``num_ssd_boxes`` from the config.
+    Each tower is ``tower_depth`` 3x3 convs (with bias) whose weights every level reuses, each
+    followed by a BatchNorm of the level's own (``addition_layer_{loc,cls}[level]``): statistics
+    differ between pyramid levels, weights need not. One 3x3 predictor per branch
+    (``loc_layers.0``, ``cls_layers.0``) then serves every level, so every level must have the
+    same ``channels`` and ``anchors_per_location``.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, channels: int, anchors_per_location: int, num_levels: int, tower_depth: int,
+                 num_classes: int, num_boxes: int) -> None:
         super().__init__()
-        channels, anchors = config.extras_out_channels[0], config.num_default[0]
-        num_levels, depth = len(config.feature_size), int(config.num_addition_layers)
-        if len(set(config.num_default)) != 1 or len(config.num_default) != num_levels:
-            raise ValueError(f"config num_default {list(config.num_default)} must give the same anchor count for "
-                             f"each of the {num_levels} feature_size levels: the FPN head is shared by all levels")
-        self.addition_layer_loc = self._tower(channels, depth, num_levels)
-        self.addition_layer_cls = self._tower(channels, depth, num_levels)
-        self.loc_layers = nn.SequentialCell([conv2d(channels, 4 * anchors)])
-        self.cls_layers = nn.SequentialCell([conv2d(channels, config.num_classes * anchors)])
-        self.flatten_concat = FlattenConcat(config.num_ssd_boxes)
+        self.addition_layer_loc = self._tower(channels, tower_depth, num_levels)
+        self.addition_layer_cls = self._tower(channels, tower_depth, num_levels)
+        self.loc_layers = nn.SequentialCell([conv2d(channels, 4 * anchors_per_location)])
+        self.cls_layers = nn.SequentialCell([conv2d(channels, num_classes * anchors_per_location)])
+        self.flatten_concat = FlattenConcat(num_boxes)
 
     @staticmethod
     def _tower(channels: int, depth: int, num_levels: int) -> nn.CellList:

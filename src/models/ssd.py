@@ -1,67 +1,19 @@
-"""The network registry, input-size checks and the in-graph box decoder for eval/export.
+"""What every SSD shares around its network: the backbone handle and the in-graph box decoder.
 
 Every network returns ``(pred_loc (B,N,4), pred_label (B,N,C))`` in float32: class logits in
 training mode and sigmoid scores after ``set_train(False)``. Each network class says where its
 ImageNet backbone sits (``BACKBONE_PATH``) and which feature maps an input side gives
 (``feature_map_sizes``), so freezing, pre-training and config checks need no per-network code.
+Which network a config names, and with which arguments, is the registry's business
+(``src.models.registry``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
-
-from src.models.ssd300 import SSD300MobileNetV2
-from src.models.ssd_fpn import SsdMobileNetV1Fpn, SsdResNet50Fpn
-from src.models.ssd_mobilenet_v1 import SsdMobileNetV1
-from src.models.ssd_vgg16 import SsdVgg16
-
-#: ``config.model_name`` -> network constructor taking the config.
-NETWORKS: dict[str, Callable[[Any], nn.Cell]] = {
-    "ssd300": SSD300MobileNetV2,
-    "ssd_mobilenet_v1": SsdMobileNetV1,
-    "ssd_vgg16": SsdVgg16,
-    "ssd_mobilenet_v1_fpn": SsdMobileNetV1Fpn,
-    "ssd_resnet50_fpn": SsdResNet50Fpn,
-}
-
-
-def network_class(config: Any) -> type:
-    """The class named by ``config.model_name``; ValueError listing the known names otherwise."""
-    name = getattr(config, "model_name", None)
-    if name not in NETWORKS:
-        raise ValueError(f"unknown model_name {name!r} in the config; known: {', '.join(sorted(NETWORKS))}")
-    return NETWORKS[name]
-
-
-def check_input_shape(config: Any) -> None:
-    """Refuse an ``img_shape`` whose feature maps differ from those the anchors were laid out for.
-
-    The head flattens whatever maps the network produces, so a mismatch would otherwise pair
-    predictions with the wrong default boxes (or fail deep inside graph compilation).
-    """
-    cls = network_class(config)
-    height, width = config.img_shape
-    actual = [(h, w) for h, w in zip(cls.feature_map_sizes(height), cls.feature_map_sizes(width))]
-    if getattr(config, "use_anchor_generator", False):
-        expected = [(height // step, width // step) for step in config.steps]
-        keys = "steps"
-    else:
-        expected = [(size, size) for size in config.feature_size]
-        keys = "feature_size"
-    if actual != expected:
-        raise ValueError(
-            f"img_shape {list(config.img_shape)} gives {config.model_name} feature maps "
-            f"{[list(s) for s in actual]} but the anchors ({keys} {list(getattr(config, keys))}) assume "
-            f"{[list(s) for s in expected]}; use the img_shape of the model's config or change {keys} to match")
-
-
-def build_ssd(config: Any) -> nn.Cell:
-    """The network named by ``config.model_name``, after checking img_shape against its anchors."""
-    check_input_shape(config)
-    return network_class(config)(config)
 
 
 def backbone_cell(network: nn.Cell) -> nn.Cell:

@@ -7,12 +7,10 @@ optimiser moments) come in the zoo's checkpoint order.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import mindspore as ms
 from mindspore import nn
 
-from src.models.fpn import MobileNetV1Fpn, ResNetV1Fpn
+from src.models.fpn import FPN_CHANNELS, MobileNetV1Fpn, ResNetV1Fpn
 from src.models.heads import WeightSharedMultiBox, detection_outputs
 from src.models.layers import same_padded_sizes
 
@@ -21,11 +19,17 @@ LEVEL_STRIDES = (8, 16, 32, 64, 128)
 
 
 class _SsdFpn(nn.Cell):
-    """Image -> (loc (B,N,4), logits or scores (B,N,num_classes)) with N = 51150 at 640 px."""
+    """Image -> (loc (B,N,4), logits or scores (B,N,num_classes)) with N = 51150 at 640 px.
 
-    def __init__(self, config: Any, feature_extractor: nn.Cell) -> None:
+    The pyramid has ``FPN_CHANNELS`` channels on each of its ``len(LEVEL_STRIDES)`` levels; the
+    head gives ``anchors_per_location`` boxes at each location through towers ``tower_depth`` deep.
+    """
+
+    def __init__(self, num_classes: int, num_boxes: int, anchors_per_location: int, tower_depth: int,
+                 feature_extractor: nn.Cell) -> None:
         super().__init__()
-        self.multi_box = WeightSharedMultiBox(config)
+        self.multi_box = WeightSharedMultiBox(FPN_CHANNELS, anchors_per_location, len(LEVEL_STRIDES), tower_depth,
+                                              num_classes, num_boxes)
         self.feature_extractor = feature_extractor
 
     @staticmethod
@@ -43,8 +47,8 @@ class SsdMobileNetV1Fpn(_SsdFpn):
 
     BACKBONE_PATH = "feature_extractor.mobilenet_v1"
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config, MobileNetV1Fpn())
+    def __init__(self, num_classes: int, num_boxes: int, anchors_per_location: int, tower_depth: int) -> None:
+        super().__init__(num_classes, num_boxes, anchors_per_location, tower_depth, MobileNetV1Fpn())
 
 
 class SsdResNet50Fpn(_SsdFpn):
@@ -52,5 +56,5 @@ class SsdResNet50Fpn(_SsdFpn):
 
     BACKBONE_PATH = "feature_extractor.resnet"
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config, ResNetV1Fpn())
+    def __init__(self, num_classes: int, num_boxes: int, anchors_per_location: int, tower_depth: int) -> None:
+        super().__init__(num_classes, num_boxes, anchors_per_location, tower_depth, ResNetV1Fpn())

@@ -6,13 +6,13 @@ because the zoo's checkpoints (and so their optimiser state) list its parameters
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Sequence
 
 import mindspore as ms
 from mindspore import nn
 
 from src.models.backbones.mobilenet_v1 import MobileNetV1
-from src.models.extra_levels import SsdWithExtraLevels, extra_levels
+from src.models.extra_levels import ExtraLevel, SsdWithExtraLevels
 from src.models.heads import MultiBox
 from src.models.layers import ConvBNReLU
 
@@ -32,17 +32,21 @@ class MobileNetV1Feature(nn.Cell):
 
 
 class SsdMobileNetV1(SsdWithExtraLevels):
-    """Image (B,3,300,300) -> (loc (B,1917,4), logits or scores (B,1917,num_classes))."""
+    """Image (B,3,300,300) -> (loc (B,1917,4), logits or scores (B,1917,num_classes)).
+
+    Each of ``extras`` is a 3x3 conv+BN+ReLU6 from the previous level; ``level_channels`` and
+    ``anchors_per_level`` describe all six levels for the head.
+    """
 
     BACKBONE_PATH = "feature_extractor.mobilenet_v1"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, num_classes: int, num_boxes: int, level_channels: Sequence[int],
+                 anchors_per_level: Sequence[int], extras: Sequence[ExtraLevel]) -> None:
         super().__init__()
-        self.multi_box = MultiBox(config)
+        self.multi_box = MultiBox(level_channels, anchors_per_level, num_classes, num_boxes)
         self.feature_extractor = MobileNetV1Feature()
         self.multi_residual = nn.CellList([
-            ConvBNReLU(config.extras_in_channels[i], config.extras_out_channels[i], stride=config.extras_strides[i])
-            for i in extra_levels(config)
+            ConvBNReLU(level.in_channels, level.out_channels, stride=level.stride) for level in extras
         ])
 
     def backbone_levels(self, x: ms.Tensor) -> tuple:

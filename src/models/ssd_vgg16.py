@@ -7,7 +7,7 @@ L2-normalised.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Sequence
 
 import mindspore as ms
 from mindspore import nn
@@ -28,13 +28,18 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
 
 
 class SsdVgg16(nn.Cell):
-    """Image (B,3,300,300) -> (loc (B,7308,4), logits or scores (B,7308,num_classes))."""
+    """Image (B,3,300,300) -> (loc (B,7308,4), logits or scores (B,7308,num_classes)).
+
+    ``batch_norm`` puts BatchNorm into the VGG16 backbone (the zoo's ``ssd_vgg_bn``);
+    ``level_channels`` and ``anchors_per_level`` describe the six head levels.
+    """
 
     BACKBONE_PATH = "backbone"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, num_classes: int, num_boxes: int, level_channels: Sequence[int],
+                 anchors_per_level: Sequence[int], batch_norm: bool) -> None:
         super().__init__()
-        self.backbone = VGG16(with_bn=bool(config.ssd_vgg_bn))
+        self.backbone = VGG16(with_bn=batch_norm)
         self.b6_1 = _conv(512, 1024, 3, padding=6, dilation=6)
         self.b6_2 = nn.Dropout(p=FC_DROPOUT)
         self.b7_1 = _conv(1024, 1024, 1)
@@ -47,7 +52,7 @@ class SsdVgg16(nn.Cell):
         self.b10_2 = _conv(128, 256, 3, pad_mode="valid")
         self.b11_1 = _conv(256, 128, 1)
         self.b11_2 = _conv(128, 256, 3, pad_mode="valid")
-        self.multi_box = MultiBox(config)
+        self.multi_box = MultiBox(level_channels, anchors_per_level, num_classes, num_boxes)
 
     @staticmethod
     def feature_map_sizes(side: int) -> list[int]:

@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from src.data.dataset import create_ssd_dataset
 from src.data.mindrecord import ensure_mindrecord_for_rank
-from src.eval.validation import build_inference_network, evaluate_on_validation
+from src.eval.validation import evaluate_on_validation
 from src.model_utils.device_adapter import ProcessInfo
 from src.models.init_weights import init_network_weights
-from src.models.ssd import build_ssd, freeze_backbone
+from src.models.registry import build_ssd, inference_network
+from src.models.ssd import freeze_backbone
 from src.train.curves import CURVES_FILE, draw_curves_after_training
 from src.train.loss import SSDWithLossCell
 from src.train.lr_schedule import warmup_cosine_lr
@@ -133,7 +134,7 @@ class Trainer:
             self.start_epoch = self._restore(config.resume)
         else:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_epoch * self.steps_per_epoch], ms.int32))
-        self.infer_net = build_inference_network(self.network, config) if config.run_eval else None
+        self.infer_net = inference_network(config, self.network) if config.run_eval else None
 
     def _build_dataset(self):
         config = self.config

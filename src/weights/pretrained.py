@@ -2,7 +2,8 @@
 
 Detection fine-tuned from an ImageNet backbone converges much faster than from scratch, but the
 classification checkpoints name their tensors after the classification network, not after
-the SSD backbone. Each ``model_name`` therefore has a ``BackboneMapping`` (``backbone_mapping``):
+the SSD backbone. Each backbone kind (the registry record's ``backbone``) therefore has a
+``BackboneMapping`` (``backbone_mapping``):
 the classification-checkpoint key of each backbone parameter and how a torchvision ``.pth`` is
 renamed to that checkpoint naming. The receiving cell is the network's own ``backbone_cell``.
 
@@ -39,6 +40,7 @@ from mindspore import nn
 
 from src.models.backbones.mobilenet_v2 import FIRST_SPLIT_BLOCKS
 from src.models.backbones.vgg16 import VGG16_BLOCKS
+from src.models.registry import NETWORKS
 from src.models.ssd import backbone_cell
 from src.weights.checkpoint import MAX_LISTED, CheckpointMismatchError, read_checkpoint
 from src.weights.torch_pickle import is_torch_file, load_torch_state_dict
@@ -247,22 +249,21 @@ def vgg16_mapping(source_has_bn: bool, ssd_has_bn: bool) -> BackboneMapping:
                            expected)
 
 
-#: ``config.model_name`` -> the mapping for that config (VGG16 depends on two of its flags).
+#: Backbone kind (``NetworkRecord.backbone``) -> the mapping for a config (VGG16 depends on two of its flags).
 BACKBONE_MAPPINGS: dict[str, Callable[[Any], BackboneMapping]] = {
-    "ssd300": lambda config: MOBILENET_V2_MAPPING,
-    "ssd_mobilenet_v1": lambda config: MOBILENET_V1_MAPPING,
-    "ssd_mobilenet_v1_fpn": lambda config: MOBILENET_V1_MAPPING,
-    "ssd_resnet50_fpn": lambda config: RESNET50_MAPPING,
-    "ssd_vgg16": lambda config: vgg16_mapping(config.pretrain_vgg_bn, config.ssd_vgg_bn),
+    "mobilenet_v2": lambda config: MOBILENET_V2_MAPPING,
+    "mobilenet_v1": lambda config: MOBILENET_V1_MAPPING,
+    "resnet50": lambda config: RESNET50_MAPPING,
+    "vgg16": lambda config: vgg16_mapping(config.pretrain_vgg_bn, config.ssd_vgg_bn),
 }
 
 
 def backbone_mapping(config: Any) -> BackboneMapping:
-    """The mapping for ``config.model_name``; ValueError for a model without one."""
-    if config.model_name not in BACKBONE_MAPPINGS:
+    """The mapping for the backbone of ``config.model_name``; ValueError for a model without one."""
+    if config.model_name not in NETWORKS:
         raise ValueError(f"no ImageNet backbone mapping for model_name {config.model_name!r} (known: "
-                         f"{', '.join(sorted(BACKBONE_MAPPINGS))}); leave feature_extractor_base_param empty")
-    return BACKBONE_MAPPINGS[config.model_name](config)
+                         f"{', '.join(sorted(NETWORKS))}); leave feature_extractor_base_param empty")
+    return BACKBONE_MAPPINGS[NETWORKS[config.model_name].backbone](config)
 
 
 def resolve_weights_path(path: str | Path, search_dirs: Sequence[str | Path] = ()) -> Path:
