@@ -34,11 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine_info import describe_machine  # noqa: E402
 from src.model_utils.config import Config, ConfigError, load_config  # noqa: E402
 from src.model_utils.device_adapter import cap_onednn_isa  # noqa: E402
-
-CPU_CONFIGS = ("config/ssd300_config_cpu.yaml", "config/ssd_mobilenet_v1_300_config_cpu.yaml",
-               "config/ssd_vgg16_config_cpu.yaml", "config/ssd_mobilenet_v1_fpn_config_cpu.yaml",
-               "config/ssd_resnet50_fpn_config_cpu.yaml")
-
+from src.models.registry import NETWORKS  # noqa: E402
 
 @dataclass
 class BenchRow:
@@ -136,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--steps and --batch_size must be at least 1")
     try:
         overrides = {"use_float16": True} if args.float16 else None
-        configs = [load_config(path, overrides) for path in (args.config or CPU_CONFIGS)]
+        paths = args.config or [record.cpu_config_path for record in NETWORKS.values()]
+        configs = [load_config(path, overrides) for path in paths]
     except ConfigError as err:
         parser.error(str(err))
     devices = sorted({config.device_target for config in configs})

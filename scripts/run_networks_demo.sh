@@ -7,14 +7,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-declare -A config_of=(
-  [ssd300]=config/ssd300_config_cpu.yaml
-  [ssd_mobilenet_v1]=config/ssd_mobilenet_v1_300_config_cpu.yaml
-  [ssd_vgg16]=config/ssd_vgg16_config_cpu.yaml
-  [ssd_mobilenet_v1_fpn]=config/ssd_mobilenet_v1_fpn_config_cpu.yaml
-  [ssd_resnet50_fpn]=config/ssd_resnet50_fpn_config_cpu.yaml
-)
-all_networks=(ssd300 ssd_mobilenet_v1 ssd_vgg16 ssd_mobilenet_v1_fpn ssd_resnet50_fpn)
 # batch 2 over 4 training images = 2 steps (the configs' own batch of 4-8 would need more images and time)
 batch=2
 num_train=4
@@ -22,12 +14,29 @@ num_val=4
 
 usage() {
   echo "Usage: bash scripts/run_networks_demo.sh [model_name ...]"
-  echo "  model_name: ${all_networks[*]} (default: all)"
+  echo "  model_name: ${all_networks[*]:-a network of src/models/registry.py} (default: all)"
 }
 for name in "$@"; do
   case "$name" in
     -h|--help) usage; exit 0 ;;
   esac
+done
+
+bash "$root/scripts/setup_env.sh"
+cd "$root"
+py="${SSD_VENV:-$root/.venv}/bin/python"
+
+# model_name -> its CPU config, read from the network registry (one record per network)
+declare -A config_of=()
+all_networks=()
+while read -r name config; do
+  config_of[$name]="$config"
+  all_networks+=("$name")
+done < <("$py" -c 'from src.models.registry import CONFIG_DIR, NETWORKS
+for name, record in NETWORKS.items():
+    print(name, record.cpu_config_path.relative_to(CONFIG_DIR.parent))')
+[ ${#all_networks[@]} -gt 0 ] || { echo "could not read the network registry (src/models/registry.py)" >&2; exit 1; }
+for name in "$@"; do
   if [ -z "$name" ] || [ -z "${config_of[$name]+set}" ]; then
     echo "unknown model_name '$name'" >&2
     usage >&2
@@ -36,10 +45,6 @@ for name in "$@"; do
 done
 networks=("$@")
 [ ${#networks[@]} -gt 0 ] || networks=("${all_networks[@]}")
-
-bash "$root/scripts/setup_env.sh"
-cd "$root"
-py="${SSD_VENV:-$root/.venv}/bin/python"
 data_root="demo_data/coco_named"
 output_root="output/networks_demo"
 
