@@ -90,7 +90,7 @@ def bench_network(config: Config, batch_size: int, steps: int) -> BenchRow:
     init_network_weights(network, config.num_classes)
     if config.use_float16:  # as the trainer does
         network.to_float(ms.float16)
-    loss_net = SSDWithLossCell(network, config)
+    loss_net = SSDWithLossCell(network, config.gamma, config.alpha)
     lr = warmup_cosine_lr(config.lr_init, config.lr, 0.0, 0, 1, steps + 1)
     train_net = build_train_step(loss_net, build_optimizer(loss_net, lr, config), config)
     train_net.set_train(True)

@@ -394,7 +394,8 @@ def test_freeze_backbone_takes_exactly_the_backbone_out_of_training(model_name):
     backbone = {name for name in before if name.startswith(prefix)}
     assert backbone and after
     assert after == before - backbone
-    optimizer = build_optimizer(SSDWithLossCell(network, config), np.full(2, 0.01, np.float32), config)
+    loss_net = SSDWithLossCell(network, config.gamma, config.alpha)
+    optimizer = build_optimizer(loss_net, np.full(2, 0.01, np.float32), config)
     assert {id(p) for p in optimizer.parameters} == {id(p) for p in network.trainable_params()}
 
 
@@ -403,7 +404,7 @@ def test_frozen_backbone_keeps_its_weights_through_a_training_step():
     config = config_for("ssd_mobilenet_v1", use_float16=False, use_global_norm=False)
     network = build_ssd(config)
     freeze_backbone(network)
-    loss_net = SSDWithLossCell(network, config)
+    loss_net = SSDWithLossCell(network, config.gamma, config.alpha)
     step = build_train_step(loss_net, build_optimizer(loss_net, np.full(1, 0.05, np.float32), config), config)
     step.set_train(True)
     before = all_values(network)

@@ -97,7 +97,7 @@ def exports(tmp_path_factory):
             init_network_weights(network, config.num_classes)
             randomise_batch_norm(network, np.random.default_rng(len(checkpoints)))
             checkpoints[model_name] = folder / f"{model_name}.ckpt"
-            ms.save_checkpoint(SSDWithLossCell(network, config), str(checkpoints[model_name]))
+            ms.save_checkpoint(SSDWithLossCell(network, config.gamma, config.alpha), str(checkpoints[model_name]))
         if (model_name, batch) not in made:
             made[model_name, batch] = export_inference_model(config, checkpoints[model_name], "ONNX", batch,
                                                              folder / f"{model_name}_b{batch}")

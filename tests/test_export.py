@@ -51,7 +51,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         init_network_weights(network, config.num_classes)
         randomise_batch_norm(network, np.random.default_rng(seed))
         paths[name] = folder / f"{name}.ckpt"
-        ms.save_checkpoint(SSDWithLossCell(network, config), str(paths[name]))
+        ms.save_checkpoint(SSDWithLossCell(network, config.gamma, config.alpha), str(paths[name]))
     return paths
 
 

@@ -69,7 +69,7 @@ def test_loss_is_sum_over_batch_divided_by_positives():
     gt_label[1, [3]] = 3
     num_matched = np.array([[3], [1]], np.int32)
     config = SimpleNamespace(gamma=2.0, alpha=0.75)
-    loss_cell = SSDWithLossCell(FixedOutputs(loc, logits), config)
+    loss_cell = SSDWithLossCell(FixedOutputs(loc, logits), config.gamma, config.alpha)
     inputs = (ms.Tensor(np.zeros((2, 3, 8, 8), np.float32)), ms.Tensor(gt_loc), ms.Tensor(gt_label),
               ms.Tensor(num_matched))
     box = (smooth_l1(loc - gt_loc).sum(-1) * (gt_label > 0)).sum()
@@ -86,7 +86,7 @@ def test_empty_ground_truth_gives_zero_box_loss_and_finite_loss():
     logits = rng.normal(0, 2, (1, 30, 5)).astype(np.float32)
     gt_label = np.zeros((1, 30), np.int32)
     config = SimpleNamespace(gamma=2.0, alpha=0.75)
-    loss = SSDWithLossCell(FixedOutputs(loc, logits), config)(
+    loss = SSDWithLossCell(FixedOutputs(loc, logits), config.gamma, config.alpha)(
         ms.Tensor(np.zeros((1, 3, 8, 8), np.float32)), ms.Tensor(np.ones((1, 30, 4), np.float32)),
         ms.Tensor(gt_label), ms.Tensor(np.zeros((1, 1), np.int32)))
     # no positives: the box term vanishes (targets of 1 are ignored), only the background focal term remains

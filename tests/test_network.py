@@ -65,7 +65,7 @@ def test_parameter_layout_matches_zoo_checkpoint(checkpoint_layout_dir: Path, mo
     """Every network.* row of the zoo's table: name, shape, trainability; and the trainable order."""
     expected = read_layout(checkpoint_layout_dir, model_name)
     config = seed_config(model_name)
-    loss_cell = SSDWithLossCell(build_ssd(config), config)
+    loss_cell = SSDWithLossCell(build_ssd(config), config.gamma, config.alpha)
     actual = [(name, tuple(p.shape), p.requires_grad) for name, p in loss_cell.parameters_and_names()]
     by_name = {row[0]: row for row in actual}
     problems = [f"missing {row}" for row in expected if row[0] not in by_name]
@@ -275,7 +275,7 @@ def test_infer_wrapper_decodes_network_output_and_keeps_checkpoint_names(graph_m
     assert boxes.shape == (2, NUM_BOXES, 4) and scores.shape == (2, NUM_BOXES, NUM_CLASSES)
     np.testing.assert_allclose(boxes, BoxCoder(anchors, config.prior_scaling).decode(pred_loc), atol=1e-6)
     np.testing.assert_allclose(scores, net_scores, atol=1e-7)
-    training_names = [name for name, _ in SSDWithLossCell(network, config).parameters_and_names()]
+    training_names = [name for name, _ in SSDWithLossCell(network, config.gamma, config.alpha).parameters_and_names()]
     assert [name for name, _ in infer.parameters_and_names()] == training_names
 
 

@@ -121,7 +121,7 @@ def test_a_train_step_runs_the_network_forward_once(graph_mode):
     config = load_config(DEMO_CONFIG)
     network = build_ssd(config)
     init_network_weights(network, int(config.num_classes))
-    loss_cell = SSDWithLossCell(network, config)
+    loss_cell = SSDWithLossCell(network, config.gamma, config.alpha)
     step = build_train_step(loss_cell, build_optimizer(loss_cell, np.zeros(2, np.float32), config), config)
     initial = {p.name: p.asnumpy().copy() for p in network.get_parameters()}
     rng = np.random.default_rng(0)

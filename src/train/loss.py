@@ -6,7 +6,6 @@ model zoo's checkpoints use.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -39,13 +38,15 @@ class SSDWithLossCell(nn.Cell):
 
     The sum of focal and box losses over the batch is divided by the batch's number of positive
     anchors; a batch without any positive (only possible with images lacking ground truth) is
-    divided by 1 instead of 0, so its box loss is exactly zero rather than NaN.
+    divided by 1 instead of 0, so its box loss is exactly zero rather than NaN. ``focal_gamma``
+    and ``focal_alpha`` are the focal loss's focusing exponent and positive weight (the config's
+    ``gamma`` and ``alpha``).
     """
 
-    def __init__(self, network: nn.Cell, config: Any) -> None:
+    def __init__(self, network: nn.Cell, focal_gamma: float, focal_alpha: float) -> None:
         super().__init__()
         self.network = network
-        self.focal = SigmoidFocalLoss(config.gamma, config.alpha)
+        self.focal = SigmoidFocalLoss(focal_gamma, focal_alpha)
 
     def loss_parts(self, images: ms.Tensor, gt_loc: ms.Tensor, gt_label: ms.Tensor,
                    num_matched: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:

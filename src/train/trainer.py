@@ -124,7 +124,7 @@ class Trainer:
             freeze_backbone(self.network)
         if config.use_float16:
             self.network.to_float(ms.float16)
-        self.loss_net = SSDWithLossCell(self.network, config)
+        self.loss_net = SSDWithLossCell(self.network, config.gamma, config.alpha)
         self.start_epoch = self._load_pre_trained()
         self.lr = warmup_cosine_lr(config.lr_init, config.lr, config.lr_end_rate * config.lr, config.warmup_epochs,
                                    config.epoch_size, self.steps_per_epoch)
