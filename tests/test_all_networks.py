@@ -20,6 +20,8 @@ from src.model_utils.config import load_config
 from src.models.registry import NETWORKS, inference_network
 from tests.conftest import read_layout, read_metrics, run_script
 
+pytestmark = pytest.mark.slow  # trains or exports real networks: the full suite only
+
 #: model_name -> number of default boxes at the img_shape of its CPU config (the registry's cpu_config_file).
 NUM_BOXES = {"ssd300": 1917, "ssd_mobilenet_v1": 1917, "ssd_vgg16": 7308, "ssd_mobilenet_v1_fpn": 51150,
              "ssd_resnet50_fpn": 51150}

@@ -302,18 +302,21 @@ def test_every_network_has_a_backbone_mapping():
     assert set(BACKBONE_PREFIX) == set(NETWORKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_zoo_classification_checkpoint_fills_the_backbone(case_id, tmp_path):
     case, network, before, report, zoo = load_case(case_id, tmp_path, torchvision=False)
     check_loaded(case, network, before, report, zoo)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", TORCHVISION_CASES)
 def test_torchvision_state_dict_fills_the_backbone(case_id, tmp_path):
     case, network, before, report, zoo = load_case(case_id, tmp_path, torchvision=True)
     check_loaded(case, network, before, report, zoo)
 
 
+@pytest.mark.slow
 def test_vgg_batchnorm_tensors_load_only_when_both_sides_have_them(tmp_path):
     """The counts the table-driven checks above rely on, stated outright."""
     assert load_case("ssd_vgg16", tmp_path, False)[3].loaded == 13
@@ -327,6 +330,7 @@ def test_vgg_batchnorm_tensors_load_only_when_both_sides_have_them(tmp_path):
 
 @pytest.mark.parametrize("case_id, stem", [("ssd_resnet50_fpn", "resnet50"), ("ssd_vgg16", "vgg16"),
                                            ("ssd_vgg16-bn", "vgg16_bn")])
+@pytest.mark.slow
 def test_converter_tells_the_architecture_from_the_keys_and_writes_zoo_names(case_id, stem, tmp_path, monkeypatch,
                                                                                capsys):
     zoo, torch = materialise(CASES[case_id].layers(), seed=3)
@@ -342,6 +346,7 @@ def test_converter_tells_the_architecture_from_the_keys_and_writes_zoo_names(cas
 
 # ---------------------------------------------------------------- bad input
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", list(NETWORKS))
 def test_checkpoint_of_another_backbone_raises_and_changes_nothing(model_name, tmp_path):
     other = mobilenet_v1_layers() if model_name == "ssd300" else mobilenet_v2_layers()
@@ -399,6 +404,7 @@ def test_freeze_backbone_takes_exactly_the_backbone_out_of_training(model_name):
     assert {id(p) for p in optimizer.parameters} == {id(p) for p in network.trainable_params()}
 
 
+@pytest.mark.slow
 def test_frozen_backbone_keeps_its_weights_through_a_training_step():
     """GRAPH_MODE step of ssd_mobilenet_v1: the head learns, backbone weights stay, BN statistics still update."""
     config = config_for("ssd_mobilenet_v1", use_float16=False, use_global_norm=False)

@@ -22,6 +22,7 @@ def run_bench(script: str, *args: str, timeout: float = 900) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_bench_mindrecord_prints_a_rate_per_shard_count():
     out = run_bench("bench_mindrecord.py", "--repeats", "1", "--shards", "1", "2")
     rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+[0-9.]+\s+([0-9.]+)$", out, flags=re.MULTILINE)
@@ -29,6 +30,7 @@ def test_bench_mindrecord_prints_a_rate_per_shard_count():
     assert all(int(images) > 0 and float(rate) > 0 for _, images, rate in rows)
 
 
+@pytest.mark.slow
 def test_bench_pipeline_prints_a_row_per_config_and_worker_count():
     out = run_bench("bench_pipeline.py", "--configs", "config/ssd300_config_cpu.yaml", "--workers", "1",
                     "--epochs", "2", "--repeats", "1")
@@ -48,11 +50,13 @@ def test_bench_postprocess_reports_time_and_peak_memory():
     assert re.search(r"peak RSS \d+ MB \(limit 2048 MB\)", out), out
 
 
+@pytest.mark.slow
 def test_bench_train_times_one_network():
     out = run_bench("bench_train.py", "--config", "config/ssd300_config_cpu.yaml", "--batch_size", "2", "--steps", "1")
     assert re.search(r"^ssd300\s+300x300\s+2\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+$", out, flags=re.MULTILINE), out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed (bash scripts/setup_env.sh installs it)")
 def test_bench_cpp_runner_compares_the_runner_with_onnxruntime():
     out = run_bench("bench_cpp_runner.py", "--images", "2", "--batch_sizes", "1")

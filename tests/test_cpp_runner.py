@@ -36,7 +36,8 @@ from src.train.loss import SSDWithLossCell
 from tests.conftest import (DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, randomise_batch_norm,
                             run_script)
 
-pytestmark = pytest.mark.usefixtures("graph_mode")
+# Exports real networks: the full suite only.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("graph_mode")]
 
 SOURCE_DIR = PROJECT_ROOT / "ascend310_infer"
 CONFIGS = {"ssd300": PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml",

@@ -110,6 +110,7 @@ def test_a_drawing_failure_is_a_warning_not_an_exception(tmp_path):
     assert not (tmp_path / CURVES_FILE).exists()
 
 
+@pytest.mark.slow
 def test_the_trainer_draws_curves_of_the_real_run(trained_run):
     png = trained_run / CURVES_FILE
     assert_valid_png(png, height=650)  # the demo config does not evaluate during training
@@ -120,6 +121,7 @@ def test_the_trainer_draws_curves_of_the_real_run(trained_run):
     assert f"training curves drawn in {png}" in (trained_run / "log" / "train_rank0.log").read_text()
 
 
+@pytest.mark.slow
 def test_plot_curves_script_redraws_a_run(trained_run, tmp_path):
     target = tmp_path / "again.png"
     done = run_script("plot_curves.py", str(trained_run), "--output", str(target))

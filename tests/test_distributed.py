@@ -23,6 +23,8 @@ from src.data.mindrecord import (TRAIN_PREFIX, ensure_mindrecord, find_complete_
 from src.model_utils.config import load_config
 from tests.conftest import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # launches msrun with real training processes: the full suite only
+
 DEMO_CONFIG = PROJECT_ROOT / "config" / "ssd300_demo_config_cpu.yaml"
 NUM_TRAIN, WORKERS, BATCH = 16, 2, 4
 #: BatchNorm's running statistics are updated from each rank's own batches, not all-reduced.

@@ -275,6 +275,7 @@ def test_writer_without_detections_writes_an_empty_json_array(tmp_path):
     assert json.loads((tmp_path / "det.json").read_text()) == []
 
 
+@pytest.mark.slow
 def test_writer_memory_does_not_grow_with_the_number_of_images(tmp_path):
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 500, (100, 2))

@@ -29,7 +29,8 @@ from src.train.loss import SSDWithLossCell
 from src.weights.checkpoint import CheckpointMismatchError, load_network_weights
 from tests.conftest import PROJECT_ROOT, randomise_batch_norm, run_script
 
-pytestmark = pytest.mark.usefixtures("graph_mode")
+# Exports real networks: the full suite only.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("graph_mode")]
 
 CONFIGS = {"ssd300": PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml",
            "ssd_mobilenet_v1_fpn": PROJECT_ROOT / "config" / "ssd_mobilenet_v1_fpn_config_cpu.yaml"}

@@ -28,6 +28,7 @@ def test_every_network_of_the_registry_has_its_expected_box_count_here():
     assert set(BOXES) == set(NETWORKS)
 
 
+@pytest.mark.slow
 def test_create_network_works_from_a_fresh_interpreter_for_every_registered_network():
     # The acceptance command, once per name, in one interpreter (MindSpore's import dominates the time).
     names = ", ".join(repr(name) for name in NETWORKS)
@@ -53,6 +54,7 @@ def test_import_reads_no_command_line_and_builds_nothing():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ssd300", "ssd_mobilenet_v1"])
 def test_network_is_in_inference_mode_and_returns_boxes_and_scores(name):
     network = hub.create_network(name)
@@ -66,6 +68,7 @@ def test_network_is_in_inference_mode_and_returns_boxes_and_scores(name):
     assert scores.min() >= 0.0 and scores.max() <= 1.0  # sigmoid scores, not training-mode logits
 
 
+@pytest.mark.slow
 def test_keyword_arguments_override_config_keys():
     classes = ["background", "cat", "dog"]
     network = hub.create_network("ssd_mobilenet_v1", num_classes=3, classes=classes)

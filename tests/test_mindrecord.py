@@ -246,6 +246,7 @@ def _wait_for_reader(fifo: Path, process: subprocess.Popen, log: Path) -> int:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_conversion_is_not_trusted_and_is_rebuilt(tmp_path):
     """SIGKILL a converter mid-way; a named pipe standing in for image 150 of 300 holds it there (it
     blocks reading it) so the kill can never race the end of the conversion."""

@@ -213,6 +213,7 @@ def test_job_token_names_the_job_not_a_fixed_path(monkeypatch):
     assert job_token("given").startswith("given-")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "export.py"])
 def test_entry_scripts_refuse_enable_modelarts_without_moxing(tmp_path, script):
     """The hook is wired into the entry scripts: one error line, before any data is touched."""
@@ -231,6 +232,7 @@ def test_entry_scripts_refuse_enable_modelarts_without_moxing(tmp_path, script):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_export_on_modelarts_takes_the_checkpoint_from_obs_and_uploads_the_file(tmp_path, trained_run):
     """export.py with a stand-in moxing package: checkpoint_url in before, the MINDIR in train_url after."""
     import os

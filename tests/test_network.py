@@ -88,6 +88,7 @@ def test_parameter_counts(model_name: str) -> None:
     assert sum(p.size for p in network.get_parameters()) == total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", sorted(NETWORKS))
 def test_every_network_outputs_decoded_boxes_and_scores(graph_mode, model_name: str) -> None:
     num_boxes = NETWORK_FACTS[model_name][0]
@@ -215,6 +216,7 @@ def test_block_hyper_parameters_follow_the_zoo() -> None:
     assert [b.last_relu for b in blocks] == [False] * 17 + [True] * 4
 
 
+@pytest.mark.slow
 def test_training_forward_shapes_graph_mode(graph_mode, images) -> None:
     network = build_ssd(ssd300_config())
     network.set_train(True)
@@ -228,6 +230,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+@pytest.mark.slow
 def test_eval_mode_scores_are_sigmoid_of_training_mode_logits(graph_mode, images) -> None:
     network = build_ssd(ssd300_config())
     # Training-mode network with inference BatchNorm: same arithmetic as eval mode minus the sigmoid.
@@ -244,6 +247,7 @@ def test_eval_mode_scores_are_sigmoid_of_training_mode_logits(graph_mode, images
     np.testing.assert_allclose(scores, _sigmoid(logits), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_float16_body_still_outputs_float32(graph_mode, images) -> None:
     network = build_ssd(ssd300_config())
     network.to_float(ms.float16)
@@ -264,6 +268,7 @@ def test_box_decoder_matches_numpy_box_coder(graph_mode) -> None:
     np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_infer_wrapper_decodes_network_output_and_keeps_checkpoint_names(graph_mode, images) -> None:
     config = ssd300_config()
     anchors = default_boxes_from_config(config)

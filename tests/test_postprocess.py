@@ -117,6 +117,7 @@ def postprocess(demo_root: Path, output: Path, result_path: Path, *extra: str, i
                                                    "--img_path", str(img_path), *extra))
 
 
+@pytest.mark.slow
 def test_eval_py_writes_the_per_class_csv_and_the_detections_where_asked(demo_root, eval_py_run):
     output, saved, stdout = eval_py_run
     assert not (output / "eval_detections.json").exists(), "--save_detections replaces the default file"
@@ -137,6 +138,7 @@ def test_eval_py_writes_the_per_class_csv_and_the_detections_where_asked(demo_ro
     np.testing.assert_array_equal([float(ap50 or "nan") for _, _, _, ap50, _ in rows], [c.ap50 for c in expected])
 
 
+@pytest.mark.slow
 def test_postprocess_prints_eval_py_table(demo_root, tmp_path, runner_outputs, eval_py_table, eval_py_run):
     saved = tmp_path / "saved" / "runner.json"
     done = postprocess(demo_root, tmp_path, runner_outputs, "--save_detections", str(saved))
@@ -147,6 +149,7 @@ def test_postprocess_prints_eval_py_table(demo_root, tmp_path, runner_outputs, e
     assert json.loads(saved.read_text()) and not (tmp_path / "postprocess_detections.json").exists()
 
 
+@pytest.mark.slow
 def test_missing_and_truncated_results_are_named(demo_root, tmp_path, runner_outputs, eval_py_table):
     broken = tmp_path / "result_Files"
     shutil.copytree(runner_outputs, broken)
@@ -177,6 +180,7 @@ def test_missing_and_truncated_results_are_named(demo_root, tmp_path, runner_out
     assert float(lines[8].rsplit("=", 1)[1]) < float(eval_py_table[0][8].rsplit("=", 1)[1])
 
 
+@pytest.mark.slow
 def test_postprocess_needs_existing_folders(demo_root, tmp_path, runner_outputs):
     missing = postprocess(demo_root, tmp_path, tmp_path / "nowhere")
     assert missing.returncode != 0
@@ -201,6 +205,7 @@ def test_drop_keeps_the_seeds_image_subset(tmp_path):
     assert seed_protocol_image_ids(coco, ["background", "cat", "zebra"]) == [1, 4]
 
 
+@pytest.mark.slow
 def test_eval_onnx_prints_eval_py_table(demo_root, trained_run, checkpoint, tmp_path, eval_py_table, eval_py_run):
     """Through scripts/run_eval_onnx.sh with the seed's argument list; batch 3 pads the last of 16 images."""
     onnx_file = tmp_path / "ssd_b3.onnx"
@@ -222,6 +227,7 @@ def test_eval_onnx_prints_eval_py_table(demo_root, trained_run, checkpoint, tmp_
     assert (tmp_path / "eval_onnx" / "eval_onnx_detections.json").is_file()  # the default place
 
 
+@pytest.mark.slow
 def test_eval_onnx_refuses_a_model_of_another_config(demo_root, trained_run, tmp_path):
     """An 81-class ssd300 export evaluated with the 5-class demo config: one clear error, no traceback."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 300, 300])

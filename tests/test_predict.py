@@ -102,6 +102,7 @@ def predicted(demo_root, checkpoint, inputs, tmp_path_factory) -> tuple[Path, su
 
 # ---- end to end with the checkpoint ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_image_is_drawn_at_its_size_and_listed_in_the_coco_json(predicted, inputs, demo_root):
     output, _ = predicted
     drawn = sorted(p.name for p in output.iterdir() if p.suffix in (".jpg", ".png"))
@@ -126,6 +127,7 @@ def test_every_image_is_drawn_at_its_size_and_listed_in_the_coco_json(predicted,
         assert coco.cats[record["category_id"]]["name"] == record["category_name"]
 
 
+@pytest.mark.slow
 def test_detections_are_those_eval_computes(predicted, checkpoint, demo_root, inputs):
     """Same weights through eval's dataset pipeline and post-processing: the same detections for the files."""
     from src.data.dataset import create_ssd_dataset
@@ -190,6 +192,7 @@ def test_non_images_and_unreadable_images_are_reported_and_skipped(predicted, in
     assert (output / "log" / "predict_rank0.log").is_file()
 
 
+@pytest.mark.slow
 def test_class_filter_and_score_threshold(demo_root, checkpoint, inputs, tmp_path):
     """Uncut reference run, then one class above a score: exactly the reference's detections of that class
     above that score (filtered classes cannot suppress or crowd out the kept one)."""
@@ -209,6 +212,7 @@ def test_class_filter_and_score_threshold(demo_root, checkpoint, inputs, tmp_pat
     assert load_records(tmp_path / "some") == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_format", ["ONNX", "MINDIR"])
 def test_exported_models_give_the_checkpoint_detections(file_format, predicted, demo_root, checkpoint, inputs,
                                                         tmp_path):
@@ -223,6 +227,7 @@ def test_exported_models_give_the_checkpoint_detections(file_format, predicted, 
         [*VAL_NAMES, "wide.png"]
 
 
+@pytest.mark.slow
 def test_a_run_without_any_readable_image_fails(demo_root, checkpoint, inputs, tmp_path):
     done = run_script("predict.py", "--config_path", str(DEMO_CONFIG), "--data_path", str(demo_root),
                       "--output_path", str(tmp_path), "--model", str(checkpoint),

@@ -76,6 +76,7 @@ def _assert_coco_table(text: str) -> None:
     assert "mAP: " in text
 
 
+@pytest.mark.slow
 def test_run_eval_prints_the_coco_table_on_cpu(demo_data, standalone_checkpoint, tmp_path):
     done = run_script("run_eval.sh", "coco", str(standalone_checkpoint), "0", str(DEMO_CONFIG),
                       "--data_path", str(demo_data), run_dir=tmp_path)
@@ -85,6 +86,7 @@ def test_run_eval_prints_the_coco_table_on_cpu(demo_data, standalone_checkpoint,
     assert (tmp_path / "eval0" / "eval_detections.json").is_file()
 
 
+@pytest.mark.slow
 def test_run_eval_gpu_needs_a_gpu_or_the_cpu_override(demo_data, standalone_checkpoint, tmp_path):
     args = ("coco", str(standalone_checkpoint), "1", str(DEMO_CONFIG), "--data_path", str(demo_data))
     refused = run_script("run_eval_gpu.sh", *args, run_dir=tmp_path)

@@ -17,6 +17,8 @@ import pytest
 from src.train.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
 from tests.conftest import EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, read_layout, read_metrics, run_script
 
+pytestmark = pytest.mark.slow  # trains or exports real networks: the full suite only
+
 CPU_CONFIG = PROJECT_ROOT / "config" / "ssd300_config_cpu.yaml"
 
 
