@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/bench_train.py [--config CONFIG ...] [--batch_size
 
 Default: the five CPU configs, each network at its own resolution and batch size. ``--config``
 (repeatable) picks configs; ``--batch_size`` overrides every config's batch size. The last three
-switches are the experiments of the README's "Training step on CPU" table: ``--float16`` trains
+switches are the experiments of the "Training step on CPU" table of docs/PERFORMANCE.md: ``--float16`` trains
 as ``use_float16: True`` does (float16 cells, dynamic loss scale), ``--graph_kernel`` sets
 ``enable_graph_kernel=True`` and ``--jit_level`` sets MindSpore's ``jit_config`` level.
 

@@ -1,5 +1,5 @@
 """Every bench script runs from the repository and prints its machine line and table (tiny sizes:
-these check that the scripts work, the numbers come from full runs, see README "Performance")."""
+these check that the scripts work, the numbers come from full runs, see docs/PERFORMANCE.md)."""
 from __future__ import annotations
 
 import re
