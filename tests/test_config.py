@@ -1,9 +1,11 @@
 """Config files, overrides and the command line: what a user types must either work or fail with one
-clear message, and the three shipped files must hold the seed's recipe plus the documented new keys."""
+clear message; the shipped files must hold the seed's recipe plus the documented new keys, each stating only
+what differs from its base (``__BASE__``) while resolving to exactly the values it had when written in full."""
 from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -13,13 +15,16 @@ import pytest
 import yaml
 
 from src.model_utils import config as config_module
-from src.model_utils.config import Config, ConfigError, MissingKeyError, load_config, parse_args
+from src.model_utils.config import (Config, ConfigError, MissingKeyError, load_config, parse_args,
+                                     save_resolved_config)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 ASCEND = CONFIG_DIR / "ssd300_config.yaml"
 GPU = CONFIG_DIR / "ssd300_config_gpu.yaml"
 CPU = CONFIG_DIR / "ssd300_config_cpu.yaml"
 SHIPPED_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
+DEFAULTS = CONFIG_DIR / "base" / "ssd_defaults.yaml"
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 # The seed's ssd300 keys in the seed's order (REFERENCE_SSD.md §1); ours must keep them and that order.
 SEED_KEYS = """enable_modelarts data_url train_url checkpoint_url run_distribute enable_profiling data_path output_path
@@ -148,9 +153,15 @@ def _documents(path: Path) -> list:
         return list(yaml.safe_load_all(stream))
 
 
+def _resolved_documents(path: Path) -> tuple[dict, dict, dict]:
+    """(values, help lines, allowed values) of a file after its __BASE__ chain is merged in."""
+    config_file = config_module._read_config_file(path)
+    return copy.deepcopy(config_file.values), dict(config_file.help), copy.deepcopy(config_file.choices)
+
+
 def _write_variant(tmp_path: Path, edit, base: Path = CPU, name: str = "variant.yaml") -> Path:
-    """A one-document copy of ``base`` whose values dict was changed by ``edit`` (a user's own YAML)."""
-    values = _documents(base)[0]
+    """A one-document, self-contained copy of ``base`` whose values were changed by ``edit`` (a user's own YAML)."""
+    values = _resolved_documents(base)[0]
     edit(values)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
@@ -193,7 +204,7 @@ def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) ->
     cfg = load_config(path)
     keys = list(cfg.to_dict())
     assert [key for key in keys if key in SEED_KEYS] == SEED_KEYS
-    values, help_doc, choices = _documents(path)
+    values, help_doc, choices = _resolved_documents(path)
     assert list(help_doc) == list(values), "every key needs exactly one help line, in file order"
     assert all(isinstance(text, str) and text.strip() and "\n" not in text for text in help_doc.values())
     assert all(cfg.help(key) == help_doc[key] for key in keys)
@@ -209,9 +220,9 @@ def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) ->
 
 def test_shipped_files_share_keys_key_order_help_and_choices() -> None:
     """One key set everywhere, so that --config_path can switch networks and every key has the same meaning."""
-    reference_values, reference_help, reference_choices = _documents(ASCEND)
+    reference_values, reference_help, reference_choices = _resolved_documents(ASCEND)
     for path in SHIPPED_FILES:
-        values, help_doc, choices = _documents(path)
+        values, help_doc, choices = _resolved_documents(path)
         assert list(values) == list(reference_values), path.name
         assert help_doc == reference_help, path.name
         assert choices == reference_choices, path.name
@@ -224,7 +235,7 @@ def test_seed_file_holds_the_seed_recipe(name: str) -> None:
     values = cfg.to_dict()
     assert cfg.model_name == model_name
     assert _mismatches(values, {**SEED_COMMON, **NETWORK_RECIPES[model_name], **file_values}) == {}
-    assert _documents(CONFIG_DIR / name)[0]["num_ssd_boxes"] == stated_boxes
+    assert _resolved_documents(CONFIG_DIR / name)[0]["num_ssd_boxes"] == stated_boxes
     assert cfg.classes[:3] == ["background", "person", "bicycle"] and cfg.classes[-1] == "toothbrush"
     assert len(set(cfg.classes)) == len(cfg.classes) == 81
 
@@ -246,6 +257,87 @@ def test_derived_file_differs_from_its_base_only_where_documented(name: str) -> 
     assert list(derived) == list(base)
     assert {key for key in base if not _same(derived[key], base[key])} == set(changes)
     assert _mismatches(derived, changes) == {}
+
+
+# ---- inheritance: shipped files state only what differs; the help and allowed values live once ----------
+
+def _strictly_equal(actual: Any, expected: Any) -> bool:
+    """Equal with the same types all the way down (2 is not 2.0, True is not 1)."""
+    if isinstance(expected, dict):
+        return (isinstance(actual, dict) and list(actual) == list(expected)
+                and all(_strictly_equal(actual[key], expected[key]) for key in expected))
+    return _same(actual, expected)
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.name)
+def test_shipped_file_resolves_to_the_values_it_had_before_inheritance(path: Path) -> None:
+    """tests/data/resolved_configs.json: every shipped file's values when each file was written out in full."""
+    before = json.loads((TEST_DATA / "resolved_configs.json").read_text(encoding="utf-8"))[path.name]
+    assert _strictly_equal(json.loads(json.dumps(load_config(path).to_dict())), before)
+
+
+def test_help_and_allowed_values_live_only_in_the_defaults_file() -> None:
+    assert len(_documents(DEFAULTS)) == 3
+    for path in SHIPPED_FILES:
+        documents = _documents(path)
+        assert len(documents) == 1 and "__BASE__" in documents[0], path.name
+
+
+def test_a_full_model_zoo_file_still_loads_unchanged() -> None:
+    """Users copy and edit self-contained zoo files: the one that shipped before inheritance gives the same config."""
+    zoo_file = TEST_DATA / "zoo_format_ssd300_config.yaml"
+    assert len(_documents(zoo_file)) == 3 and "__BASE__" not in zoo_file.read_text(encoding="utf-8")
+    zoo, shipped = load_config(zoo_file), load_config(ASCEND)
+    assert _strictly_equal(zoo.to_dict(), shipped.to_dict())
+    assert all(zoo.help(key) == shipped.help(key) for key in shipped.to_dict())
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.name)
+def test_resolved_config_file_is_self_contained_and_reloads_to_the_same_values(path: Path, tmp_path: Path) -> None:
+    config = load_config(path, {"batch_size": 3})
+    saved = save_resolved_config(config, tmp_path / "resolved.yaml")
+    assert len(_documents(saved)) == 3 and "__BASE__" not in saved.read_text(encoding="utf-8")
+    again = load_config(saved)
+    assert _strictly_equal(again.to_dict(), config.to_dict())
+    assert all(again.help(key) == config.help(key) for key in config.to_dict())
+    assert [p.name for p in tmp_path.iterdir()] == ["resolved.yaml"]  # no temporary file left behind
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_child_overrides_its_base_and_later_bases_win(tmp_path: Path) -> None:
+    _write(tmp_path / "fast.yaml", "__BASE__: base.yaml\nbatch_size: 2\nlr: 0.1\n")
+    (tmp_path / "nested").mkdir()
+    _write(tmp_path / "base.yaml", f"__BASE__: {CPU}\nepoch_size: 3\n")
+    child = _write(tmp_path / "nested" / "run.yaml", "__BASE__: [../base.yaml, ../fast.yaml]\nlr: 0.2\n")
+    config = load_config(child)
+    assert (config.epoch_size, config.batch_size, config.lr) == (3, 2, 0.2)
+    assert config.help("lr") == load_config(CPU).help("lr") and config.model_name == "ssd300"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("__BASE__: base.yaml\nbatch_sise: 2\n", r"run.yaml \(values document\): unknown key batch_sise .* closest "
+                                               r"valid key is batch_size"),
+    ("__BASE__: missing.yaml\n", r"run.yaml: __BASE__ file missing.yaml not found"),
+    ("__BASE__: base.yaml\nbatch_size: [2]\n", r"run.yaml: batch_size"),
+    ("__BASE__: base.yaml\nuse_expand: 1\n", r"run.yaml: use_expand"),
+    ("__BASE__: base.yaml\ndevice_target: TPU\n", r"'TPU' is not an allowed value of device_target"),
+    ("__BASE__: 7\n", r"run.yaml: __BASE__ must be a file name or a list of file names"),
+])
+def test_inheritance_mistakes_are_one_error_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    _write(tmp_path / "base.yaml", f"__BASE__: {CPU}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path / "run.yaml", text))
+
+
+def test_a_base_cycle_is_named(tmp_path: Path) -> None:
+    _write(tmp_path / "a.yaml", "__BASE__: b.yaml\nbatch_size: 2\n")
+    _write(tmp_path / "b.yaml", "__BASE__: a.yaml\nbatch_size: 3\n")
+    with pytest.raises(ConfigError, match=r"__BASE__ makes a cycle \(.*a.yaml -> .*b.yaml -> .*a.yaml\)"):
+        load_config(tmp_path / "a.yaml")
 
 
 # ---- command-line overrides ----------------------------------------------------------------------------
@@ -326,7 +418,7 @@ def test_help_lists_every_key_with_help_and_default(capsys) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "Train SSD300." in out and "--config_path" in out
-    values, help_doc, _ = _documents(CPU)
+    values, help_doc, _ = _resolved_documents(CPU)
     lines = out.splitlines()
     for key in values:
         flag_line = next(i for i, line in enumerate(lines) if line.strip().startswith(f"--{key} "))
@@ -431,9 +523,9 @@ def test_single_document_user_file_without_help_or_choices(tmp_path: Path) -> No
 
 
 def test_duplicate_key_and_bad_documents_are_rejected(tmp_path: Path) -> None:
-    text = CPU.read_text()
+    text = (TEST_DATA / "zoo_format_ssd300_config.yaml").read_text()
     duplicated = tmp_path / "dup.yaml"
-    duplicated.write_text(text.replace("batch_size: 8\n", "batch_size: 8\nbatch_size: 16\n", 1))
+    duplicated.write_text(text.replace("batch_size: 32\n", "batch_size: 32\nbatch_size: 16\n", 1))
     with pytest.raises(ConfigError, match=r"duplicate key 'batch_size'"):
         load_config(duplicated)
     bad_choice = tmp_path / "choice.yaml"

@@ -24,12 +24,11 @@ import mindspore as ms
 import mindspore.dataset.vision as vision
 import numpy as np
 import pytest
-import yaml
 
 from src.data.dataset import IMAGE_MEAN, IMAGE_STD
 from src.deploy.export import export_inference_model
 from src.deploy.onnx_predictor import create_session
-from src.model_utils.config import load_config
+from src.model_utils.config import load_config, save_resolved_config
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd
 from src.train.loss import SSDWithLossCell
@@ -278,11 +277,9 @@ def test_ascend310_backend_needs_mindspore_path(tmp_path):
 def test_run_infer_cpp_sh_prints_eval_py_map(runner, demo_root, trained_run, tmp_path):
     """The script end to end (build, runner, postprocess.py) on the demo validation set vs eval.py."""
     checkpoint = trained_run / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
-    data_keys = {"data_path": str(demo_root), "coco_root": "coco", "mindrecord_dir": "MindRecord"}
-    documents = list(yaml.safe_load_all(DEMO_CONFIG.read_text()))
-    documents[0].update(data_keys, output_path=str(tmp_path / "postprocess"))
-    config_path = tmp_path / "demo_config.yaml"
-    config_path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    data_keys = {"data_path": str(demo_root), "coco_root": "coco", "mindrecord_dir": "MindRecord",
+                 "output_path": str(tmp_path / "postprocess")}
+    config_path = save_resolved_config(load_config(DEMO_CONFIG, data_keys), tmp_path / "demo_config.yaml")
     model = export_inference_model(load_config(config_path), checkpoint, "ONNX", 3, tmp_path / "demo_b3")
 
     evaluated = run_script("eval.py", *demo_args(demo_root, tmp_path / "eval", "--checkpoint_file_path",

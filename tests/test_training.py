@@ -14,8 +14,10 @@ import time
 import mindspore as ms
 import pytest
 
-from src.train.trainer import MAX_OVERFLOW_SKIPS, TrainingDiverged, guard_loss
-from tests.conftest import EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, read_layout, read_metrics, run_script
+from src.model_utils.config import load_config
+from src.train.trainer import MAX_OVERFLOW_SKIPS, RESOLVED_CONFIG, TrainingDiverged, guard_loss
+from tests.conftest import (DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, demo_args, read_layout, read_metrics,
+                            run_script)
 
 pytestmark = pytest.mark.slow  # trains or exports real networks: the full suite only
 
@@ -30,6 +32,18 @@ def test_training_lowers_the_loss_and_saves_checkpoints(trained_run):
     names = sorted(p.name for p in (trained_run / "ckpt_0").glob("ssd-*.ckpt"))
     assert names == [f"ssd-{e}_{STEPS_PER_EPOCH}.ckpt" for e in range(1, EPOCHS + 1)]
     assert (trained_run / "log" / "train_rank0.log").read_text().count("training done") == 1
+
+
+def test_the_run_saves_its_resolved_config_beside_the_checkpoints(demo_root, trained_run):
+    """Every key written out, command-line overrides included: the file alone reproduces the run."""
+    saved = trained_run / "ckpt_0" / RESOLVED_CONFIG
+    overrides = {"data_path": str(demo_root), "coco_root": "coco", "mindrecord_dir": "MindRecord",
+                 "output_path": str(trained_run), "epoch_size": EPOCHS, "batch_size": 8, "eval_batch_size": 8,
+                 "save_checkpoint_epochs": 1, "log_interval": 1, "warmup_epochs": 1, "lr": 0.01,
+                 "feature_extractor_base_param": ""}
+    expected = load_config(DEMO_CONFIG, overrides)
+    assert "__BASE__" not in saved.read_text()
+    assert load_config(saved).to_dict() == expected.to_dict()
 
 
 def test_resume_after_kill_reproduces_steps_and_learning_rates(demo_root, trained_run, tmp_path):

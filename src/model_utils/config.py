@@ -1,9 +1,15 @@
 """YAML configuration: one ``Config`` per run, built from a file plus type-checked overrides.
 
 A config file holds up to three YAML documents: the values, one help line per key, and the
-allowed values of some keys. ``load_config`` (library code, tests) and ``parse_args`` (entry
-scripts) both go through the same validation, so a typo in a key or a value of the wrong type
-fails at start-up with one message instead of hours into a run. Nothing happens at import time:
+allowed values of some keys. A file may start its values with ``__BASE__: <file>`` (or a list
+of files, later ones winning): it then inherits the base's values, help lines and allowed values
+and states only what differs, each of its values type-checked against the base's. The shipped
+files do that (``config/base/ssd_defaults.yaml`` holds the help and allowed values once); a
+full, self-contained file in the model zoo's format loads as it always did.
+
+``load_config`` (library code, tests) and ``parse_args`` (entry scripts) both go through the same
+validation, so a typo in a key or a value of the wrong type fails at start-up with one message
+instead of hours into a run. Nothing happens at import time:
 the module holds no config object and never looks at ``sys.argv`` unless ``parse_args`` is called.
 """
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import os
 import pprint
 import re
 import sys
@@ -23,6 +30,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "ssd300_config.yaml"
 _CHOICES_DOC_TITLE = "allowed values"
+BASE_KEY = "__BASE__"
 
 
 class ConfigError(ValueError):
@@ -70,10 +78,11 @@ class Config:
     """
 
     def __init__(self, values: Mapping[str, Any], help_text: Mapping[str, str] | None = None,
-                 source: str = "<in-memory config>") -> None:
+                 source: str = "<in-memory config>", choices: Mapping[str, list] | None = None) -> None:
         _check_key_names(values, source)
         object.__setattr__(self, "_source", source)
         object.__setattr__(self, "_help", dict(help_text or {}))
+        object.__setattr__(self, "_choices", copy.deepcopy(dict(choices or {})))
         object.__setattr__(self, "_values", {key: self._wrap(key, value) for key, value in values.items()})
 
     def _wrap(self, key: str, value: Any) -> Any:
@@ -173,8 +182,12 @@ def _resolve_path(path: str | Path) -> Path:
                       f"file, e.g. --config_path {_display_path(DEFAULT_CONFIG_PATH)}")
 
 
-def _read_config_file(path: str | Path) -> _ConfigFile:
-    resolved = _resolve_path(path)
+def _read_config_file(path: str | Path, including: tuple[Path, ...] = ()) -> _ConfigFile:
+    """The file's three documents, merged over those of its ``__BASE__`` files when it names any."""
+    resolved = _resolve_path(path).resolve()
+    if resolved in including:
+        chain = " -> ".join(_display_path(p) for p in (*including, resolved))
+        raise ConfigError(f"{_display_path(including[-1])}: {BASE_KEY} makes a cycle ({chain}); remove one link")
     try:
         with open(resolved, encoding="utf-8") as stream:
             documents = list(yaml.load_all(stream, Loader=_YamlLoader))
@@ -184,16 +197,74 @@ def _read_config_file(path: str | Path) -> _ConfigFile:
         raise ConfigError(f"{resolved} has {len(documents)} YAML documents; expected 1 to 3 separated by '---' "
                           "(values, help lines, allowed values)")
     documents += [None] * (3 - len(documents))
-    values = _mapping_document(documents[0], resolved, "values", allow_empty=False)
+    bases = _base_paths(documents[0], resolved)
+    values = _mapping_document(documents[0], resolved, "values", allow_empty=bool(bases))
     help_doc = _mapping_document(documents[1], resolved, "help lines", allow_empty=True)
     choices = _mapping_document(documents[2], resolved, _CHOICES_DOC_TITLE, allow_empty=True)
-    config_file = _ConfigFile(resolved, values, {key: str(text) for key, text in help_doc.items()}, choices)
+    help_lines = {key: str(text) for key, text in help_doc.items()}
+    if bases:
+        base = _merged_bases([_read_config_file(b, (*including, resolved)) for b in bases])
+        config_file = _inherit(base, resolved, values, help_lines, choices)
+    else:
+        config_file = _ConfigFile(resolved, values, help_lines, choices)
     _check_choices_document(config_file)
     return config_file
 
 
+def _base_paths(values_document: Any, path: Path) -> list[Path]:
+    """The ``__BASE__`` files named (and removed) from a values document, relative to its file."""
+    if not isinstance(values_document, dict) or BASE_KEY not in values_document:
+        return []
+    named = values_document.pop(BASE_KEY)
+    names = named if isinstance(named, list) else [named]
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ConfigError(f"{_display_path(path)}: {BASE_KEY} must be a file name or a list of file names, "
+                          f"got {named!r}")
+    for name in names:
+        if not (path.parent / name).is_file():
+            raise ConfigError(f"{_display_path(path)}: {BASE_KEY} file {name} not found (looked for "
+                              f"{path.parent / name}); give a path relative to {_display_path(path.parent)}")
+    return [path.parent / name for name in names]
+
+
+def _merged_bases(bases: list[_ConfigFile]) -> _ConfigFile:
+    """Several bases as one: later files win key by key; the first file's key order comes first."""
+    merged = bases[0]
+    for later in bases[1:]:
+        merged = _ConfigFile(later.path, {**merged.values, **later.values}, {**merged.help, **later.help},
+                             {**merged.choices, **later.choices})
+    return merged
+
+
+def _inherit(base: _ConfigFile, path: Path, values: dict, help_lines: dict, choices: dict) -> _ConfigFile:
+    """The base's documents with the file's own entries on top; every key must be one the base knows."""
+    for document, title in ((values, "values"), (help_lines, "help lines"), (choices, _CHOICES_DOC_TITLE)):
+        for key in document:
+            if key not in base.values:
+                raise ConfigError(f"{_display_path(path)} ({title} document): unknown key {key} (not in its "
+                                  f"{BASE_KEY} {_display_path(base.path)}); the closest valid key is "
+                                  f"{_closest_key(key, base.values)}")
+    merged = dict(base.values)
+    for key, value in values.items():
+        merged[key] = _inherited_value(value, base.values[key], f"{_display_path(path)}: {key}")
+    return _ConfigFile(path, merged, {**base.help, **help_lines}, {**base.choices, **choices})
+
+
+def _inherited_value(value: Any, base_value: Any, where: str) -> Any:
+    """A file's own value, checked against the type of the value it replaces.
+
+    Numbers stay as written (a recipe may say ``warmup_epochs: 0.3`` where its base says 2);
+    everything else goes through the same check as a command-line override.
+    """
+    numbers = (int, float)
+    if (isinstance(value, numbers) and isinstance(base_value, numbers)
+            and not isinstance(value, bool) and not isinstance(base_value, bool)):
+        return value
+    return _coerce(value, base_value, where)
+
+
 def _mapping_document(document: Any, path: Path, title: str, allow_empty: bool) -> dict:
-    if document is None and allow_empty:
+    if allow_empty and not document and isinstance(document, (dict, type(None))):
         return {}
     if not isinstance(document, dict) or not document:
         raise ConfigError(f"{path}: the {title} document must be a non-empty 'key: value' mapping, "
@@ -356,7 +427,8 @@ def _build_config(config_file: _ConfigFile, checked_overrides: Mapping[str, Any]
     instead of clashing with the number the file wrote for its own anchors.
     """
     file_context = _display_path(config_file.path)
-    config = Config({**config_file.values, **checked_overrides}, config_file.help, str(config_file.path))
+    config = Config({**config_file.values, **checked_overrides}, config_file.help, str(config_file.path),
+                    config_file.choices)
     context = file_context
     if checked_overrides:
         context += " with overrides of " + ", ".join(checked_overrides)
@@ -371,6 +443,28 @@ def _build_config(config_file: _ConfigFile, checked_overrides: Mapping[str, Any]
         _check_stated_box_count(config_file.values["num_ssd_boxes"], file_count, file_context)
     config.num_ssd_boxes = derived
     return config
+
+
+def save_resolved_config(config: Config, path: str | Path) -> Path:
+    """Write ``config`` as one self-contained file in the model zoo's three-document format.
+
+    Every value is written out (no ``__BASE__``), with the help lines and allowed values of the
+    files it came from, so the file alone reproduces the run: ``load_config`` reads it back to the
+    same values, and it can be copied and edited like any model-zoo config. Written through a
+    temporary file, so a reader never sees half of it.
+    """
+    path = Path(path)
+    values = config.to_dict()
+    help_lines = {key: config._help[key] for key in values if key in config._help}
+    choices = {key: allowed for key, allowed in config._choices.items() if key in values}
+    header = (f"# Resolved configuration of {config._source}: every key written out, help lines in document 2,\n"
+              "# allowed values in document 3. load_config / --config_path read it as it is.\n")
+    documents = [values] + ([help_lines] if help_lines or choices else []) + ([choices] if choices else [])
+    text = header + yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path
 
 
 def _check_class_count(config: Config, context: str) -> None:

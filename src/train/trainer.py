@@ -23,6 +23,7 @@ from tqdm import tqdm
 from src.data.dataset import create_ssd_dataset
 from src.data.mindrecord import ensure_mindrecord_for_rank
 from src.eval.validation import evaluate_on_validation
+from src.model_utils.config import save_resolved_config
 from src.model_utils.device_adapter import ProcessInfo
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd, inference_network
@@ -38,6 +39,8 @@ from src.weights.pretrained import load_backbone_weights
 MAX_OVERFLOW_SKIPS = 32
 CHECKPOINT_PREFIX = "ssd"
 BEST_CHECKPOINT = "best_map.ckpt"
+#: The fully resolved config of the run, written beside its checkpoints (load it with --config_path).
+RESOLVED_CONFIG = "config.yaml"
 #: New columns go at the end, so scripts that read older files by position keep working.
 METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "img_per_s", "map", "class_loss", "box_loss")
 #: Per-rank record of the img_ids consumed in a run's first epoch: shows how the data was sharded.
@@ -109,6 +112,10 @@ class Trainer:
         self.log = logger
         self.output = Path(config.output_path)
         self.checkpoint_dir = self.output / f"ckpt_{process.rank}"
+        if self._saves_checkpoints():  # the run's recipe beside its checkpoints, every key written out
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            saved = save_resolved_config(config, self.checkpoint_dir / RESOLVED_CONFIG)
+            self.log.info(f"resolved config (every key) saved to {saved}")
         self.dataset = self._build_dataset()
         self.steps_per_epoch = self.dataset.get_dataset_size()
         if self.steps_per_epoch == 0:
