@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if not config.checkpoint_file_path:
         raise SystemExit("eval.py needs --checkpoint_file_path <ckpt> (the weights to evaluate)")
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
-        from src.eval.reports import detections_json_path, publish_report
+        from src.eval.reports import detections_json_path, format_report, publish_report
         from src.eval.validation import evaluate_on_validation
         from src.models.registry import inference_network
         from src.weights.checkpoint import load_network_weights
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"loaded {config.checkpoint_file_path}")
         results_json = detections_json_path(own.save_detections, config.output_path, "eval")
         result = evaluate_on_validation(infer_net, config, results_json)
+        print(format_report(result), flush=True)
         csv_path = publish_report(result, config.output_path, "eval")
         logger.info(f"detections written to {results_json}, per-class AP to {csv_path}; mAP {result.map:.4f}")
     return 0

@@ -17,7 +17,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     # Not start_run: MindSpore only reads the dataset here, so its device is not set up; the
     # device target chooses the onnxruntime provider instead.
-    from src.eval.reports import detections_json_path, evaluation_flags, publish_report
+    from src.eval.reports import detections_json_path, evaluation_flags, format_report, publish_report
     from src.model_utils.config import parse_args
     from src.model_utils.device_adapter import setup_logger
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(f"evaluating {config.file_name} with onnxruntime {session.get_providers()[0]}, batch {batch_size}")
     results_json = detections_json_path(own.save_detections, config.output_path, "eval_onnx")
     result = evaluate_predictor_on_validation(onnx_predictor(session), config, results_json, batch_size)
+    print(format_report(result), flush=True)
     csv_path = publish_report(result, config.output_path, "eval_onnx")
     logger.info(f"detections written to {results_json}, per-class AP to {csv_path}; mAP {result.map:.4f}")
     return 0

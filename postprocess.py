@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from src.eval.reports import detections_json_path, evaluation_flags, publish_report
+from src.eval.reports import detections_json_path, evaluation_flags, format_report, publish_report
 
 #: Flags of this script that are not config keys (parse_args accepts config keys only).
 _OWN_FLAGS = evaluation_flags()
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                            drop=config.drop, missing_as_empty=own.missing_as_empty)
     except OfflineResultsError as error:
         raise SystemExit(f"postprocess.py: {error}") from None
+    print(format_report(outcome.result), flush=True)
     csv_path = publish_report(outcome.result, config.output_path, "postprocess")
     if outcome.num_without_results:
         print(f"{outcome.num_without_results} images had missing or truncated result files and were scored with "

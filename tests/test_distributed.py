@@ -90,8 +90,10 @@ def test_the_mindrecord_was_converted_once_by_rank_0(msrun_output):
 
 RANK_HELPER = """\
 import json
+import logging
 import sys
 
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # the library logs on "ssd"
 sys.path.insert(0, sys.argv[1])
 from src.model_utils.config import load_config
 from src.data.mindrecord import ensure_mindrecord_for_rank

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from src.data import download
-from src.data.download import Archive, download_archives, main
+from download_dataset import main
+from src.data.download import Archive, download_archives
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_BYTES = bytes(range(256)) * 200  # 51,200 bytes, stored uncompressed so a half file is a real prefix

@@ -1,6 +1,7 @@
 """MindRecord conversion: real files written and read back with MindDataset, crash safety, config wiring."""
 import errno
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -201,7 +202,36 @@ def test_voc_and_txt_eval_sets_come_with_matching_ground_truth(broken_demo, tmp_
     assert sorted(train) == [r.img_id for r in records if len(r.labels)]
 
 
-def test_a_second_caller_waits_for_the_running_conversion(tmp_path, capsys):
+class _Messages(logging.Handler):
+    """Collects what the library logs on the project's "ssd" logger, whatever handlers an earlier test left."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture()
+def ssd_log():
+    logger, handler = logging.getLogger("ssd"), _Messages()
+    previous_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(previous_level)
+
+
+def test_conversion_reports_through_the_project_logger(tmp_path, ssd_log):
+    generate_demo_dataset(tmp_path / "demo", 3, 1, image_size=64)
+    ensure_mindrecord(_config(tmp_path, coco_root="demo"), for_training=True)
+
+    assert any(line.startswith(f"{TRAIN_PREFIX}: wrote 3 images") for line in ssd_log), ssd_log
+
+
+def test_a_second_caller_waits_for_the_running_conversion(tmp_path, ssd_log):
     """What ranks of a distributed run do: the conversion lock (held here as if by another process)
     makes a second caller wait, then reuse the finished conversion."""
     generate_demo_dataset(tmp_path / "demo", 3, 1, image_size=64)
@@ -212,7 +242,7 @@ def test_a_second_caller_waits_for_the_running_conversion(tmp_path, capsys):
         waiter = threading.Thread(target=lambda: results.append(ensure_mindrecord(config, for_training=True)))
         waiter.start()
         deadline = time.monotonic() + 60
-        while "waiting for another process" not in capsys.readouterr().out:
+        while not any("waiting for another process" in line for line in list(ssd_log)):
             assert time.monotonic() < deadline and waiter.is_alive()
             time.sleep(0.02)
         assert not results and find_complete_mindrecord(tmp_path / "mr", TRAIN_PREFIX) is None

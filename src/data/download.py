@@ -11,13 +11,12 @@ fetch elsewhere; archives placed in the folder by hand are then verified and unp
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
+import logging
 import os
 import re
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +28,9 @@ from typing import Sequence
 from tqdm import tqdm
 
 from src.model_utils.files import write_json_atomic
+
+#: The project's logger: the entry scripts send it to the console and to the log files.
+logger = logging.getLogger("ssd")
 
 COCO_BASE_URL = "http://images.cocodataset.org"
 DEFAULT_TIMEOUT_S = 15.0
@@ -193,7 +195,7 @@ def _stream_once(url: str, part: Path, expected_size: int | None, timeout: float
             mode = "ab"
         else:  # 200: a fresh download, or a server that ignores Range: start from the beginning
             if offset:
-                print(f"[download] {url} does not support resuming; downloading {label} from the start")
+                logger.info(f"[download] {url} does not support resuming; downloading {label} from the start")
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
             offset, mode = 0, "wb"
@@ -249,7 +251,7 @@ def fetch(url: str, part: Path, expected_size: int | None, timeout: float, retri
         if failures > retries:
             raise DownloadError(f"{url}: gave up after {retries} resumed attempts ({reason}); run again to "
                                 f"continue from {part}")
-        print(f"[download] {label}: {reason}; resuming (attempt {failures} of {retries})")
+        logger.info(f"[download] {label}: {reason}; resuming (attempt {failures} of {retries})")
         time.sleep(min(2.0 ** (failures - 1), 30.0))
 
 
@@ -356,50 +358,3 @@ def _offline_advice(reason: str, pending: Sequence[Archive], base_url: str, targ
 
 
 # ---- command line --------------------------------------------------------------------------------------
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="download_dataset.py",
-        description="Download COCO 2017 (train/val images and annotations) into <data_path>/<coco_root> of a "
-                    "config, resuming partial downloads, verifying size and MD5, and unpacking.")
-    parser.add_argument("--dataset", default=None,
-                        help="dataset to download; only 'coco' is supported (default: the config's dataset key)")
-    parser.add_argument("--config_path", default="config/ssd300_config.yaml",
-                        help="config whose data_path and coco_root give the target folder")
-    parser.add_argument("--data_path", default=None, help="override the config's data_path")
-    parser.add_argument("--coco_root", default=None, help="override the config's coco_root")
-    parser.add_argument("--base_url", default=COCO_BASE_URL,
-                        help=f"server holding zips/ and annotations/ (default {COCO_BASE_URL}; a mirror)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds to wait for a connection or for data before giving up")
-    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                        help="how often an interrupted transfer is resumed before the run gives up")
-    parser.add_argument("--remove_archives", action="store_true",
-                        help="delete each zip after it is unpacked (saves 19 GB; a later run then cannot re-verify)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``download_dataset.py``: 0 when every archive is ready, 1 on failure, 2 on bad usage."""
-    args = _parse_args(argv)
-    from src.model_utils.config import ConfigError, load_config
-
-    try:
-        config = load_config(args.config_path)
-    except ConfigError as err:
-        print(f"download_dataset.py: error: {err}", file=sys.stderr)
-        return 2
-    dataset = args.dataset or config.dataset
-    if dataset not in SUPPORTED_DATASETS:
-        print(f"download_dataset.py: error: --dataset {dataset!r} is not downloadable; this script fetches "
-              f"COCO 2017 only (--dataset coco). For Pascal VOC or a plain-text set, put the data under "
-              f"<data_path>/<voc_root> or <data_path>/<image_dir> yourself as README.md 'Datasets' describes.",
-              file=sys.stderr)
-        return 2
-    target = Path(args.data_path or config.data_path) / (args.coco_root or config.coco_root)
-    print(f"[download] COCO 2017 from {args.base_url} into {target.resolve()}")
-    started = time.monotonic()
-    summary = download_archives(COCO2017_ARCHIVES, target, args.base_url, args.timeout, args.retries,
-                                args.remove_archives)
-    print(summary.report(len(COCO2017_ARCHIVES), time.monotonic() - started), flush=True)
-    return 1 if summary.failures else 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -33,6 +34,9 @@ from tqdm import tqdm
 from src.data.annotations import (CORRUPT_IMAGE, ConversionReport, ImageRecord, read_coco, read_txt, read_voc,
                                   records_to_coco_dict)
 from src.model_utils.files import write_json_atomic
+
+#: The project's logger: the entry scripts send it to the console and to the per-rank log file.
+logger = logging.getLogger("ssd")
 
 TRAIN_PREFIX = "ssd.mindrecord"
 EVAL_PREFIX = "ssd_eval.mindrecord"
@@ -217,10 +221,10 @@ def write_mindrecord(records: Sequence[ImageRecord], out_dir: Path, prefix: str,
     write_json_atomic({"prefix": prefix, "shards": shards, "files": files, "for_training": for_training,
                        "counts": counts, "problems": report.counts, "source": source,
                        "seconds": round(seconds, 1)}, _marker_path(out_dir, prefix))
-    print(report.summary())
-    print(f"{prefix}: wrote {len(written)} images in {shard_count} shard(s) to {out_dir}; left out "
-          f"{counts['left_out_without_box']} without boxes, {counts['skipped_unreadable']} unreadable; "
-          f"{seconds:.1f} s")
+    logger.info(report.summary())
+    logger.info(f"{prefix}: wrote {len(written)} images in {shard_count} shard(s) to {out_dir}; left out "
+                f"{counts['left_out_without_box']} without boxes, {counts['skipped_unreadable']} unreadable; "
+                f"{seconds:.1f} s")
     return out_dir / shards[0]
 
 
@@ -310,7 +314,7 @@ def _conversion_lock(out_dir: Path, prefix: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another process converting {out_dir / prefix} ...")
+            logger.info(f"waiting for another process converting {out_dir / prefix} ...")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -327,7 +331,7 @@ def _conversion_without_source(config: Any, source: _Source, out_dir: Path, pref
         existing = find_complete_mindrecord(out_dir, prefix)
         if existing is None:
             raise
-        print(f"source data not found; using the existing conversion {existing}")
+        logger.info(f"source data not found; using the existing conversion {existing}")
         return existing
     return None
 
@@ -352,7 +356,7 @@ def ensure_mindrecord(config: Any, for_training: bool) -> Path:
         if existing is not None:
             return existing
         if find_complete_mindrecord(out_dir, prefix) is not None:
-            print(f"{out_dir / prefix} was converted from another source or class list; converting again")
+            logger.info(f"{out_dir / prefix} was converted from another source or class list; converting again")
         report = ConversionReport()
         records = source.read(config.classes, report)
         if not for_training and source.kind != "coco":
@@ -378,7 +382,7 @@ def wait_for_mindrecord(config: Any, for_training: bool, timeout: float = RANK_W
     deadline = time.monotonic() + timeout
     found = find_complete_mindrecord(out_dir, prefix, fingerprint)
     if found is None:
-        print(f"waiting up to {timeout:.0f} s for rank 0 to convert {out_dir / prefix} ...", flush=True)
+        logger.info(f"waiting up to {timeout:.0f} s for rank 0 to convert {out_dir / prefix} ...")
     while found is None:
         if time.monotonic() >= deadline:
             raise TimeoutError(

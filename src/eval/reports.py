@@ -42,9 +42,8 @@ def detections_json_path(save_detections: Path | None, output_path: str | Path, 
 
 
 def publish_report(result: CocoEvalResult, output_path: str | Path, script: str) -> Path:
-    """Print the COCO report and write its per-class table to ``<output_path>/<script>_per_class_ap.csv``;
-    returns the CSV's path for the log."""
-    print(format_report(result), flush=True)
+    """Write the per-class table of the COCO report to ``<output_path>/<script>_per_class_ap.csv``;
+    returns the CSV's path for the log. The entry script prints ``format_report(result)`` itself."""
     csv_path = Path(output_path) / f"{script}_per_class_ap.csv"
     write_per_class_csv(result, csv_path)
     return csv_path
