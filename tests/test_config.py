@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from src.model_utils import config as config_module
-from src.model_utils.config import (Config, ConfigError, MissingKeyError, load_config, parse_args,
-                                     save_resolved_config)
+from src.model_utils.config import Config, ConfigError, MissingKeyError, load_config, parse_args, save_resolved_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 ASCEND = CONFIG_DIR / "ssd300_config.yaml"
@@ -271,9 +270,17 @@ def _strictly_equal(actual: Any, expected: Any) -> bool:
 
 @pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.name)
 def test_shipped_file_resolves_to_the_values_it_had_before_inheritance(path: Path) -> None:
-    """tests/data/resolved_configs.json: every shipped file's values when each file was written out in full."""
+    """tests/data/resolved_configs.json: every shipped file's values when each file was written out in full.
+
+    The fixture's keys are sorted (the key order is checked against the zoo-format copy below). The help lines
+    were then the same in all sixteen files, so the zoo-format copy's help document is each file's help from
+    before."""
     before = json.loads((TEST_DATA / "resolved_configs.json").read_text(encoding="utf-8"))[path.name]
-    assert _strictly_equal(json.loads(json.dumps(load_config(path).to_dict())), before)
+    config = load_config(path)
+    assert _strictly_equal(json.loads(json.dumps(config.to_dict(), sort_keys=True)), before)
+    help_before = _documents(TEST_DATA / "zoo_format_ssd300_config.yaml")[1]
+    assert {key: config.help(key) for key in before} == help_before
+    assert all(text.strip() for text in help_before.values())
 
 
 def test_help_and_allowed_values_live_only_in_the_defaults_file() -> None:
@@ -329,8 +336,30 @@ def test_child_overrides_its_base_and_later_bases_win(tmp_path: Path) -> None:
 ])
 def test_inheritance_mistakes_are_one_error_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     _write(tmp_path / "base.yaml", f"__BASE__: {CPU}\n")
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         load_config(_write(tmp_path / "run.yaml", text))
+    assert "\n" not in str(error.value)
+
+
+def test_child_numbers_are_checked_like_command_line_values(tmp_path: Path) -> None:
+    _write(tmp_path / "base.yaml", f"__BASE__: {CPU}\n")
+    config = load_config(_write(tmp_path / "run.yaml", "__BASE__: base.yaml\nlr: 1\nwarmup_epochs: 0.5\n"))
+    assert config.lr == 1.0 and type(config.lr) is float  # as --lr 1 gives
+    assert config.warmup_epochs == 0.5  # a float may replace an integer, as the demo's 0.3 replaces 2
+
+
+def test_a_mapping_value_replaces_the_base_mapping_whole(tmp_path: Path) -> None:
+    base = _write_variant(tmp_path, lambda v: v.update(optimizer={"name": "momentum", "momentum": 0.9}),
+                          name="base.yaml")
+    child = _write(tmp_path / "run.yaml", "__BASE__: base.yaml\noptimizer: {momentum: 1, nesterov: true}\n")
+    assert load_config(child).to_dict()["optimizer"] == {"momentum": 1, "nesterov": True}
+    assert load_config(base).optimizer.name == "momentum"
+    _write(child, "__BASE__: base.yaml\noptimizer: {momentum: fast}\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: optimizer.momentum: expected a number, got 'fast'"):
+        load_config(child)
+    _write(child, "__BASE__: base.yaml\noptimizer: sgd\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: optimizer: expected a mapping"):
+        load_config(child)
 
 
 def test_a_base_cycle_is_named(tmp_path: Path) -> None:

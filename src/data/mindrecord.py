@@ -259,7 +259,8 @@ class _Source:
             size = self.annotations.stat().st_size
         # resolved, so that ./data and /abs/data name the same source
         return {"dataset": self.kind, "annotations": str(self.annotations.resolve()),
-                "images": str(self.images.resolve()), "annotation_bytes": size, "classes": [str(name) for name in classes]}
+                "images": str(self.images.resolve()), "annotation_bytes": size,
+                "classes": [str(name) for name in classes]}
 
     def read(self, classes: Sequence[str], report: ConversionReport) -> list[ImageRecord]:
         """All images of the split through the reader of its format."""

@@ -2,9 +2,10 @@
 
 A config file holds up to three YAML documents: the values, one help line per key, and the
 allowed values of some keys. A file may start its values with ``__BASE__: <file>`` (or a list
-of files, later ones winning): it then inherits the base's values, help lines and allowed values
-and states only what differs, each of its values type-checked against the base's. The shipped
-files do that (``config/base/ssd_defaults.yaml`` holds the help and allowed values once); a
+of files, later ones winning; paths relative to the file): it then inherits the base's values,
+help lines and allowed values and states only what differs, key by key (a mapping value replaces
+the base's whole), each value type-checked against the base's like a command-line override. The
+shipped files do that (``config/base/ssd_defaults.yaml`` holds the help and allowed values once); a
 full, self-contained file in the model zoo's format loads as it always did.
 
 ``load_config`` (library code, tests) and ``parse_args`` (entry scripts) both go through the same
@@ -241,9 +242,7 @@ def _inherit(base: _ConfigFile, path: Path, values: dict, help_lines: dict, choi
     for document, title in ((values, "values"), (help_lines, "help lines"), (choices, _CHOICES_DOC_TITLE)):
         for key in document:
             if key not in base.values:
-                raise ConfigError(f"{_display_path(path)} ({title} document): unknown key {key} (not in its "
-                                  f"{BASE_KEY} {_display_path(base.path)}); the closest valid key is "
-                                  f"{_closest_key(key, base.values)}")
+                raise ConfigError(f"{_display_path(path)} ({title} document): {_unknown_key(key, base, flag=False)}")
     merged = dict(base.values)
     for key, value in values.items():
         merged[key] = _inherited_value(value, base.values[key], f"{_display_path(path)}: {key}")
@@ -253,13 +252,17 @@ def _inherit(base: _ConfigFile, path: Path, values: dict, help_lines: dict, choi
 def _inherited_value(value: Any, base_value: Any, where: str) -> Any:
     """A file's own value, checked against the type of the value it replaces.
 
-    Numbers stay as written (a recipe may say ``warmup_epochs: 0.3`` where its base says 2);
-    everything else goes through the same check as a command-line override.
+    The check is the one a command-line override gets (an int stands in for a float and becomes
+    one), with two exceptions. A float may replace an integer and stays a float: a recipe may say
+    ``warmup_epochs: 0.3`` where its base says 2, as a full file could. A mapping replaces the
+    base's mapping whole, so that a child can drop an entry; entries the base also has are checked
+    against it.
     """
-    numbers = (int, float)
-    if (isinstance(value, numbers) and isinstance(base_value, numbers)
-            and not isinstance(value, bool) and not isinstance(base_value, bool)):
+    if isinstance(value, float) and isinstance(base_value, int) and not isinstance(base_value, bool):
         return value
+    if isinstance(value, dict) and isinstance(base_value, dict):
+        return {key: _inherited_value(item, base_value[key], f"{where}.{key}") if key in base_value
+                else copy.deepcopy(item) for key, item in value.items()}
     return _coerce(value, base_value, where)
 
 
@@ -460,7 +463,8 @@ def save_resolved_config(config: Config, path: str | Path) -> Path:
     header = (f"# Resolved configuration of {config._source}: every key written out, help lines in document 2,\n"
               "# allowed values in document 3. load_config / --config_path read it as it is.\n")
     documents = [values] + ([help_lines] if help_lines or choices else []) + ([choices] if choices else [])
-    text = header + yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    text = header + yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=120,
+                                       default_flow_style=None)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
