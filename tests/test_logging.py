@@ -1,14 +1,18 @@
 """Library code reports through the project's logger ("ssd"); only entry scripts print.
 
 The entry scripts attach the console and the per-rank log file to that logger (setup_logger), so
-what the library says (MindRecord conversion, downloads, evaluation backend) lands in the run's
-log files instead of only on a console that a cluster launcher may throw away.
+what the library says (MindRecord conversion, downloads, evaluation backend) and the Python warnings
+it raises land in the run's log files instead of only on a console that a cluster launcher may throw away.
 """
 from __future__ import annotations
 
 import ast
 import logging
+import warnings
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from src.data.demo_data import generate_demo_dataset
 from src.data.mindrecord import TRAIN_PREFIX, ensure_mindrecord
@@ -53,18 +57,32 @@ def test_the_scan_finds_a_print(tmp_path: Path) -> None:
     assert _prints(module) == [("f", 2)]
 
 
-def test_conversion_messages_reach_the_rank_log_file(tmp_path: Path) -> None:
+@pytest.fixture
+def rank_log(tmp_path: Path) -> Iterator[Path]:
+    """setup_logger as train.py calls it; yields the rank's log file and undoes the set-up afterwards."""
+    with warnings.catch_warnings():  # restores the warnings module's display hook captureWarnings replaced
+        warnings.simplefilter("always")
+        setup_logger(tmp_path / "out", rank=0, name="train")
+        try:
+            yield tmp_path / "out" / "log" / "train_rank0.log"
+        finally:
+            logging.captureWarnings(False)
+            for logger in (logging.getLogger("ssd"), logging.getLogger("py.warnings")):
+                for handler in list(logger.handlers):
+                    handler.close()
+                    logger.removeHandler(handler)
+                logger.propagate = True
+
+
+def test_conversion_messages_reach_the_rank_log_file(tmp_path: Path, rank_log: Path) -> None:
     generate_demo_dataset(tmp_path / "coco", 3, 1, image_size=64)
     config = load_config(DEMO_CONFIG, {"data_path": str(tmp_path), "mindrecord_dir": "mr",
                                        "output_path": str(tmp_path / "out")})
-    logger = setup_logger(config.output_path, rank=0, name="train")
-    try:
-        ensure_mindrecord(config, for_training=True)
-    finally:
-        for handler in list(logger.handlers):
-            handler.close()
-            logger.removeHandler(handler)
-        logging.getLogger("ssd").propagate = True
+    ensure_mindrecord(config, for_training=True)
+    assert f"{TRAIN_PREFIX}: wrote 3 images" in rank_log.read_text()
 
-    log = (tmp_path / "out" / "log" / "train_rank0.log").read_text()
-    assert f"{TRAIN_PREFIX}: wrote 3 images" in log
+
+def test_library_warnings_reach_the_rank_log_file_and_stderr_unchanged(rank_log: Path, capsys) -> None:
+    warnings.warn_explicit("3 detections dropped", UserWarning, "coco.py", 161)
+    assert capsys.readouterr().err == warnings.formatwarning("3 detections dropped", UserWarning, "coco.py", 161)
+    assert "[rank 0] coco.py:161: UserWarning: 3 detections dropped\n" in rank_log.read_text()

@@ -114,19 +114,48 @@ class _ProgressBarSafeHandler(logging.StreamHandler):
         tqdm.write(self.format(record), file=sys.stdout)
 
 
+class _WarningToStderrHandler(logging.Handler):
+    """Console side of a captured ``warnings.warn``: the text Python itself would print, on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(record.getMessage() + "\n")
+
+
+def _strip_trailing_newline(record: logging.LogRecord) -> bool:
+    """``warnings.formatwarning`` ends its text with a newline; the handlers add their own."""
+    record.msg, record.args = record.getMessage().rstrip("\n"), ()
+    return True
+
+
+def _replace_handlers(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
+    """Swap in this run's handlers; the previous run's are closed so that their log files are released."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
 def setup_logger(output_path: str | Path, rank: int, name: str = "train") -> logging.Logger:
-    """Log to the console and to ``<output_path>/log/<name>_rank<rank>.log`` (one file per rank)."""
+    """Log to the console and to ``<output_path>/log/<name>_rank<rank>.log`` (one file per rank).
+
+    Library modules log on the "ssd" logger configured here. Python warnings raised by library code (e.g.
+    COCO evaluation dropping detections) go to the rank's file too, and still to stderr as Python prints them.
+    """
     log_dir = Path(output_path) / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("ssd")
     logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
     formatter = logging.Formatter(f"%(asctime)s [rank {rank}] %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in (_ProgressBarSafeHandler(), logging.FileHandler(log_dir / f"{name}_rank{rank}.log")):
+    console, log_file = _ProgressBarSafeHandler(), logging.FileHandler(log_dir / f"{name}_rank{rank}.log")
+    for handler in (console, log_file):
         handler.setFormatter(formatter)
-        logger.addHandler(handler)
+    _replace_handlers(logger, [console, log_file])
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addFilter(_strip_trailing_newline)
+    _replace_handlers(warnings_logger, [_WarningToStderrHandler(), log_file])
     return logger
 
 
