@@ -24,6 +24,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from src.model_utils.errors import run_entry
 from src.models.backbones.mobilenet_v2 import MobileNetV2Backbone
 from src.models.backbones.resnet import ResNet50
 from src.models.backbones.vgg16 import VGG16
@@ -145,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(convert(args.pth, args.output))
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"convert_torchvision_backbone.py: error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "convert_torchvision_backbone.py"))

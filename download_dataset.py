@@ -15,6 +15,7 @@ from typing import Sequence
 
 from src.data.download import (COCO2017_ARCHIVES, COCO_BASE_URL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S,
                                SUPPORTED_DATASETS, download_archives)
+from src.model_utils.errors import run_entry
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -68,4 +69,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "download_dataset.py"))

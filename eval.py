@@ -15,6 +15,7 @@ import sys
 
 from src.eval.reports import evaluation_flags
 from src.model_utils.device_adapter import start_run
+from src.model_utils.errors import UsageError, run_entry
 from src.model_utils.moxing_adapter import entry_session
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
     config, process, logger = start_run(config_args, __doc__, "eval")
     if not config.checkpoint_file_path:
-        raise SystemExit("eval.py needs --checkpoint_file_path <ckpt> (the weights to evaluate)")
+        raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to evaluate, e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
         from src.eval.reports import detections_json_path, format_report, publish_report
         from src.eval.validation import evaluate_on_validation
@@ -41,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "eval.py"))

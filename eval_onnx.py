@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 
+from src.model_utils.errors import run_entry
+
 
 def main(argv: list[str] | None = None) -> int:
     # Not start_run: MindSpore only reads the dataset here, so its device is not set up; the
@@ -24,15 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
     config = parse_args(config_args, description=__doc__)
     logger = setup_logger(config.output_path, 0, "eval_onnx")
-    from src.deploy.onnx_predictor import (OnnxModelError, check_model_fits_config, create_session, model_batch_size,
-                                           onnx_predictor)
+    from src.deploy.onnx_predictor import check_model_fits_config, create_session, model_batch_size, onnx_predictor
     from src.eval.validation import evaluate_predictor_on_validation
 
-    try:
-        session = create_session(config.file_name, config.device_target)
-        check_model_fits_config(session, config, config.file_name)
-    except (FileNotFoundError, OnnxModelError) as error:
-        raise SystemExit(f"eval_onnx.py: {error}") from None
+    session = create_session(config.file_name, config.device_target)
+    check_model_fits_config(session, config, config.file_name)
     batch_size = model_batch_size(session) or int(config.eval_batch_size)
     logger.info(f"evaluating {config.file_name} with onnxruntime {session.get_providers()[0]}, batch {batch_size}")
     results_json = detections_json_path(own.save_detections, config.output_path, "eval_onnx")
@@ -44,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "eval_onnx.py"))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from src.model_utils.device_adapter import start_run
+from src.model_utils.errors import UsageError, run_entry
 from src.model_utils.moxing_adapter import entry_session
 
 #: Exported batch size when --batch_size is not on the command line (what deployment usually feeds).
@@ -26,19 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config, process, logger = start_run(args, __doc__, "export")
     if not config.checkpoint_file_path:
-        raise SystemExit("export.py needs --checkpoint_file_path <ckpt> (the weights to export)")
+        raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to export, e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
     batch_size = int(config.batch_size) if "batch_size" in command_line_keys(args) else DEFAULT_EXPORT_BATCH
     file_name = Path(config.file_name)
     if config.enable_modelarts and not file_name.is_absolute():
         file_name = Path(config.output_path) / file_name  # only output_path goes back to OBS
     with entry_session(config, process, "export.py"):  # ModelArts: checkpoint in before, file out after
-        from src.deploy.export import ExportError, export_inference_model
+        from src.deploy.export import export_inference_model
 
-        try:
-            path = export_inference_model(config, config.checkpoint_file_path, config.file_format, batch_size,
-                                          file_name)
-        except ExportError as error:
-            raise SystemExit(f"export.py: {error}") from None
+        path = export_inference_model(config, config.checkpoint_file_path, config.file_format, batch_size, file_name)
     height, width = config.img_shape
     logger.info(f"exported {config.model_name} from {config.checkpoint_file_path} to {path} "
                 f"(input {batch_size}x3x{height}x{width}, {config.file_format})")
@@ -46,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "export.py"))

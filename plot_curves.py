@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from src.model_utils.errors import run_entry
+
 METRICS_FILE = "metrics_rank0.csv"
 
 
@@ -25,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         png_path = write_curves(csv_path, args.output)
     except (FileNotFoundError, ValueError) as error:
-        print(f"plot_curves.py: {error}", file=sys.stderr)
+        print(f"plot_curves.py: error: {error}", file=sys.stderr)
         return 1
     print(f"training curves of {csv_path} drawn in {png_path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "plot_curves.py"))

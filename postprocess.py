@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from src.eval.reports import detections_json_path, evaluation_flags, format_report, publish_report
+from src.model_utils.errors import UsageError, run_entry
 
 #: Flags of this script that are not config keys (parse_args accepts config keys only).
 _OWN_FLAGS = evaluation_flags()
@@ -34,20 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     own, config_args = _OWN_FLAGS.parse_known_args(sys.argv[1:] if argv is None else argv)
     config = parse_args(config_args, description=__doc__)
     if not config.result_path:
-        raise SystemExit("postprocess.py needs --result_path <folder of the runner's .bin files>")
+        raise UsageError("--result_path is not set; pass the folder of the C++ runner's .bin files, "
+                         "e.g. --result_path ascend310_infer/result_Files")
     logger = setup_logger(config.output_path, 0, "postprocess")
     from src.data.annotations import load_coco_quietly
     from src.data.mindrecord import ground_truth_json
-    from src.eval.offline import OfflineResultsError, evaluate_offline_results
+    from src.eval.offline import evaluate_offline_results
 
     gt_json = ground_truth_json(config)
     results_json = detections_json_path(own.save_detections, config.output_path, "postprocess")
-    try:
-        outcome = evaluate_offline_results(config, load_coco_quietly(gt_json), gt_json, Path(config.result_path),
-                                           results_json, Path(config.img_path) if config.img_path else None,
-                                           drop=config.drop, missing_as_empty=own.missing_as_empty)
-    except OfflineResultsError as error:
-        raise SystemExit(f"postprocess.py: {error}") from None
+    outcome = evaluate_offline_results(config, load_coco_quietly(gt_json), gt_json, Path(config.result_path),
+                                       results_json, Path(config.img_path) if config.img_path else None,
+                                       drop=config.drop, missing_as_empty=own.missing_as_empty)
     print(format_report(outcome.result), flush=True)
     csv_path = publish_report(outcome.result, config.output_path, "postprocess")
     if outcome.num_without_results:
@@ -62,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "postprocess.py"))

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from src.model_utils.device_adapter import start_run
+from src.model_utils.errors import run_entry
 
 
 def _probability(text: str) -> float:
@@ -65,23 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     if not {"-h", "--help"} & set(config_args) and not (own.model and own.input):
         parser.error("--model and --input are required")
     config, _, logger = start_run(config_args, __doc__, "predict")
-    from src.deploy.predict import FilePredictor, PredictError, list_input_files, load_detector, prediction_options
-    from src.weights.checkpoint import CheckpointMismatchError
+    from src.deploy.predict import FilePredictor, list_input_files, load_detector, prediction_options
 
-    try:
-        files = list_input_files(own.input)
-        options = prediction_options(config, own.score_threshold, own.max_boxes, own.classes, own.draw_threshold)
-        detector = load_detector(own.model, config, len(files))
-        logger.info(f"{len(files)} files; model {own.model} on {detector.engine}, batch {detector.batch_size}; "
-                    f"score > {options.min_score}, NMS IoU {options.nms_threshold}, at most {options.max_boxes} "
-                    f"boxes per image; drawing those scoring above {options.draw_threshold}")
-        output_dir = Path(own.output_dir) if own.output_dir else Path(config.output_path) / "predict"
-        summary = FilePredictor(detector, config, options, output_dir, logger).run(files)
-    except (PredictError, CheckpointMismatchError) as error:
-        raise SystemExit(f"predict.py: {error}") from None
+    files = list_input_files(own.input)
+    options = prediction_options(config, own.score_threshold, own.max_boxes, own.classes, own.draw_threshold)
+    detector = load_detector(own.model, config, len(files))
+    logger.info(f"{len(files)} files; model {own.model} on {detector.engine}, batch {detector.batch_size}; "
+                f"score > {options.min_score}, NMS IoU {options.nms_threshold}, at most {options.max_boxes} "
+                f"boxes per image; drawing those scoring above {options.draw_threshold}")
+    output_dir = Path(own.output_dir) if own.output_dir else Path(config.output_path) / "predict"
+    summary = FilePredictor(detector, config, options, output_dir, logger).run(files)
     logger.info(summary.line())
     return 0 if summary.num_images else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "predict.py"))

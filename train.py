@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from src.model_utils.device_adapter import start_run
+from src.model_utils.errors import run_entry
 from src.model_utils.moxing_adapter import entry_session
 
 
@@ -29,4 +30,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main, "train.py"))

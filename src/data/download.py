@@ -27,6 +27,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from src.model_utils.errors import SSDError
 from src.model_utils.files import write_json_atomic
 
 #: The project's logger: the entry scripts send it to the console and to the log files.
@@ -63,7 +64,7 @@ COCO2017_ARCHIVES = (
 SUPPORTED_DATASETS = ("coco",)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SSDError, RuntimeError):
     """An archive could not be made ready; the message names the file or URL and what to do."""
 
 

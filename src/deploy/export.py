@@ -13,6 +13,7 @@ import mindspore as ms
 import numpy as np
 
 from src.deploy.onnx_compat import make_opencv_compatible
+from src.model_utils.errors import SSDError
 from src.models.registry import inference_network
 from src.weights.checkpoint import load_network_weights
 
@@ -20,7 +21,7 @@ from src.weights.checkpoint import load_network_weights
 EXPORT_SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 
 
-class ExportError(ValueError):
+class ExportError(SSDError, ValueError):
     """An export that cannot be done as asked; the message says what to change."""
 
 

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from src.model_utils.errors import SSDError
+
 #: The opset OpenCV 4.6 reads and the newest one with attribute-form Clip.
 TARGET_OPSET = 10
 #: Opsets the rewrite was checked against (MindSpore 2.10 writes 11).
@@ -33,7 +35,7 @@ SUPPORTED_OPS = frozenset({
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-class OnnxCompatError(ValueError):
+class OnnxCompatError(SSDError, ValueError):
     """The ONNX graph holds something the opset-10 rewrite cannot translate faithfully."""
 
 

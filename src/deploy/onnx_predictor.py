@@ -12,11 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from src.model_utils.errors import SSDError
+
 #: onnxruntime execution provider for each supported device_target.
 PROVIDERS = {"CPU": "CPUExecutionProvider", "GPU": "CUDAExecutionProvider"}
 
 
-class OnnxModelError(ValueError):
+class OnnxModelError(SSDError, ValueError):
     """The ONNX file, or the onnxruntime installation, cannot serve the requested evaluation."""
 
 

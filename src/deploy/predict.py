@@ -28,6 +28,7 @@ from src.data.dataset import IMAGE_MEAN, IMAGE_STD, decode_rgb
 from src.deploy.drawing import draw_detections
 from src.eval.coco import CocoResultWriter, category_ids_by_name
 from src.eval.postprocess import Detections, check_outputs, postprocess_image
+from src.model_utils.errors import SSDError
 
 #: Suffixes of the files read as images (formats both cv2 and the eval pipeline's Decode read).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -41,11 +42,11 @@ DEFAULT_DRAW_THRESHOLD = 0.3
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-class PredictError(ValueError):
+class PredictError(SSDError, ValueError):
     """Inputs, options or a model file that cannot be used as asked; the message says the fix."""
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(SSDError, ValueError):
     """A file with an image suffix that cannot be decoded (corrupt, truncated, empty)."""
 
 

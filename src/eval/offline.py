@@ -21,11 +21,12 @@ from tqdm import tqdm
 
 from src.eval.coco import CocoEvalResult, CocoResultWriter, category_ids_by_name, coco_evaluate
 from src.eval.postprocess import Detections, postprocess_with_config
+from src.model_utils.errors import SSDError
 
 _FLOAT32 = np.dtype("<f4")
 
 
-class OfflineResultsError(ValueError):
+class OfflineResultsError(SSDError, ValueError):
     """Result files that cannot be evaluated as they are; the message names them and the fix."""
 
 

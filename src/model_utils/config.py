@@ -28,17 +28,19 @@ from typing import Any, Mapping, NoReturn, Sequence
 
 import yaml
 
+from src.model_utils.errors import UsageError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "ssd300_config.yaml"
 _CHOICES_DOC_TITLE = "allowed values"
 BASE_KEY = "__BASE__"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config file, override or command-line value that cannot be used; the message says the fix."""
 
 
-class MissingKeyError(AttributeError, KeyError):
+class MissingKeyError(UsageError, AttributeError, KeyError):
     """A key the code asks for is not in the config (an AttributeError, so ``getattr(cfg, k, default)`` works)."""
 
     def __str__(self) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.model_utils.errors import UsageError
+
 #: Set by the launchers MindSpore's init() works with: msrun / dynamic cluster, HCCL rank table, mpirun.
 DISTRIBUTED_LAUNCH_VARIABLES = ("MS_ROLE", "RANK_TABLE_FILE", "OMPI_COMM_WORLD_SIZE")
 #: oneDNN's reference kernels are ~7x slower for NCHW 3x3 convs on AVX-512/AMX CPUs; AVX2 is fast.
@@ -18,11 +20,11 @@ ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 ONEDNN_ISA_VALUE = "AVX2"
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(UsageError, RuntimeError):
     """The config asks for a device (GPU, Ascend) that this MindSpore build or machine does not have."""
 
 
-class DistributedLaunchError(RuntimeError):
+class DistributedLaunchError(UsageError, RuntimeError):
     """run_distribute=True in a process that no distributed launcher started."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from src.model_utils.errors import SSDError
 from src.model_utils.files import write_json_atomic
 
 #: ``copy(source, destination)`` for two folders, one of them usually an ``obs://`` URL.
@@ -39,7 +40,7 @@ _DEVICES_PER_NODE = 8
 logger = logging.getLogger("ssd")
 
 
-class ModelArtsError(RuntimeError):
+class ModelArtsError(SSDError, RuntimeError):
     """ModelArts syncing cannot start or did not complete; the message says why and what to do."""
 
 

@@ -13,11 +13,13 @@ from typing import Iterable, Sequence
 import mindspore as ms
 from mindspore import nn
 
+from src.model_utils.errors import SSDError
+
 #: How many mismatching tensors an error message lists before summarising the rest.
 MAX_LISTED = 8
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(SSDError, ValueError):
     """A checkpoint's parameter names or shapes do not fit the network it is loaded into."""
 
 

@@ -29,13 +29,15 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from src.model_utils.errors import SSDError
+
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 #: Keys under which training scripts commonly nest the state dict inside a bigger checkpoint.
 STATE_DICT_WRAPPER_KEYS = ("state_dict", "model")
 
 
-class TorchFileError(ValueError):
+class TorchFileError(SSDError, ValueError):
     """A file that is not a readable PyTorch state dict (the message names the file)."""
 
 
