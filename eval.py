@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
     config, process, logger = start_run(config_args, __doc__, "eval")
     if not config.checkpoint_file_path:
-        raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to evaluate, e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
+        raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to evaluate, "
+                         "e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
         from src.eval.reports import detections_json_path, format_report, publish_report
         from src.eval.validation import evaluate_on_validation

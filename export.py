@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config, process, logger = start_run(args, __doc__, "export")
     if not config.checkpoint_file_path:
-        raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to export, e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
+        raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to export, "
+                         "e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
     batch_size = int(config.batch_size) if "batch_size" in command_line_keys(args) else DEFAULT_EXPORT_BATCH
     file_name = Path(config.file_name)
     if config.enable_modelarts and not file_name.is_absolute():
