@@ -26,6 +26,7 @@ ALLOWED_PRINTS = {
     ("src/model_utils/config.py", "parse_args"),  # --help text, like argparse's own
     ("src/model_utils/config.py", "_exit_with_error"),  # the one-line usage error on stderr, like argparse's
     ("src/data/demo_data.py", "main"),  # python -m src.data.demo_data, the scripts' demo-data step
+    ("src/model_utils/errors.py", "run_entry"),  # every entry script's one-line error on stderr
 }
 
 
