@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from src.data.mindrecord import ground_truth_json
     from src.eval.offline import evaluate_offline_results
 
-    gt_json = ground_truth_json(config)
+    gt_json = ground_truth_json(config, convert=False)  # the runner read the images, not a MindRecord
     results_json = detections_json_path(own.save_detections, config.output_path, "postprocess")
     outcome = evaluate_offline_results(config, load_coco_quietly(gt_json), gt_json, Path(config.result_path),
                                        results_json, Path(config.img_path) if config.img_path else None,
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.num_without_results:
         print(f"{outcome.num_without_results} images had missing or truncated result files and were scored with "
               f"no detections (--missing_as_empty)")
+    if outcome.non_finite.num_images:
+        print(outcome.non_finite.summary(Path(config.result_path)))
     if outcome.num_dropped:
         print(f"--drop: {outcome.num_dropped} images with crowd boxes or without a box of a listed class were left "
               f"out (the seed's protocol; eval.py scores every image)")

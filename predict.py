@@ -1,11 +1,14 @@
 """Detect objects in your own images: ``python predict.py --config_path ... --model MODEL --input IMAGES
-[--output_dir DIR] [--score_threshold S] [--max_boxes K] [--classes "name,name"] [--draw_threshold D]``.
+[--output_dir DIR] [--exist_ok] [--score_threshold S] [--max_boxes K] [--classes "name,name"] [--draw_threshold D]``.
 
 --model            a train.py checkpoint (.ckpt) or an export.py file (.mindir run by MindSpore,
                    .onnx run by onnxruntime); the config must be the one it was trained with.
 --input            one or more images, folders (their files, not sub-folders) or quoted glob
                    patterns ('photos/*.jpg'). Non-image and unreadable files are reported and skipped.
---output_dir       where the drawn images and detections.json go (default <output_path>/predict).
+--output_dir       where the drawn images and detections.json go (default <output_path>/predict); never an
+                   input folder, a folder inside or around one, or the folder of an input file.
+--exist_ok         replace drawn images and detections.json of an earlier run in --output_dir (without it
+                   the run stops before loading the model, naming the first such file).
 --score_threshold  keep detections scoring above this (default: the config's min_score).
 --max_boxes        at most this many detections per image (default: the config's max_boxes).
 --classes          comma-separated class names to report, e.g. "person,sports ball" (default: all).
@@ -46,12 +49,13 @@ def _positive_int(text: str) -> int:
 def _own_flags() -> argparse.ArgumentParser:
     """This script's options; everything else is a config key for parse_args."""
     usage = ("predict.py [--config_path PATH] --model MODEL --input IMAGES [IMAGES ...] [--output_dir DIR] "
-             "[--score_threshold S] [--max_boxes K] [--classes NAMES] [--draw_threshold D] [--KEY VALUE ...] "
-             "(--help for all options)")
+             "[--exist_ok] [--score_threshold S] [--max_boxes K] [--classes NAMES] [--draw_threshold D] "
+             "[--KEY VALUE ...] (--help for all options)")
     parser = argparse.ArgumentParser(prog="predict.py", add_help=False, allow_abbrev=False, usage=usage)
     parser.add_argument("--model")
     parser.add_argument("--input", nargs="+")
     parser.add_argument("--output_dir")
+    parser.add_argument("--exist_ok", action="store_true")
     parser.add_argument("--score_threshold", type=_probability)
     parser.add_argument("--max_boxes", type=_positive_int)
     parser.add_argument("--classes", type=lambda text: [name.strip() for name in text.split(",") if name.strip()])
@@ -66,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     if not {"-h", "--help"} & set(config_args) and not (own.model and own.input):
         parser.error("--model and --input are required")
     config, _, logger = start_run(config_args, __doc__, "predict")
-    from src.deploy.predict import FilePredictor, list_input_files, load_detector, prediction_options
+    from src.deploy.predict import (FilePredictor, check_output_folder, list_input_files, load_detector,
+                                    prediction_options)
 
     files = list_input_files(own.input)
+    output_dir = Path(own.output_dir) if own.output_dir else Path(config.output_path) / "predict"
+    check_output_folder(own.input, files, output_dir, own.exist_ok)  # before the model loads
     options = prediction_options(config, own.score_threshold, own.max_boxes, own.classes, own.draw_threshold)
     detector = load_detector(own.model, config, len(files))
     logger.info(f"{len(files)} files; model {own.model} on {detector.engine}, batch {detector.batch_size}; "
                 f"score > {options.min_score}, NMS IoU {options.nms_threshold}, at most {options.max_boxes} "
                 f"boxes per image; drawing those scoring above {options.draw_threshold}")
-    output_dir = Path(own.output_dir) if own.output_dir else Path(config.output_path) / "predict"
     summary = FilePredictor(detector, config, options, output_dir, logger).run(files)
     logger.info(summary.line())
     return 0 if summary.num_images else 1

@@ -18,6 +18,9 @@ from src.model_utils.moxing_adapter import entry_session
 def main(argv: list[str] | None = None) -> int:
     config, process, logger = start_run(argv, __doc__, "train")
     with entry_session(config, process, "train.py"):  # ModelArts: data in before, results out after
+        from src.train.preflight import check_training_run
+
+        check_training_run(config)  # contradictions and missing files stop here, before any conversion
         if config.only_create_dataset:
             from src.data.mindrecord import ensure_mindrecord_for_rank
 

@@ -25,9 +25,20 @@ if [ ! -f "$backbone" ]; then
 fi
 
 last_ckpt() { ls "$output"/ckpt_0/ssd-"$epochs"_*.ckpt 2>/dev/null | head -n 1; }
+newest_ckpt() { ls -t "$output"/ckpt_0/ssd-*_*.ckpt 2>/dev/null | head -n 1; }
 if [ -z "$(last_ckpt)" ]; then
+  resume=()
+  if [ -n "$(newest_ckpt)" ]; then  # an interrupted demo training goes on where it stopped
+    resume=(--resume "$(newest_ckpt)")
+    echo "[demo] resuming the interrupted training from $(newest_ckpt)"
+  elif [ -f "$output/metrics_rank0.csv" ]; then  # stopped before its first checkpoint: nothing to resume
+    stamp="$(date +%Y%m%d-%H%M%S)"
+    mv "$output/metrics_rank0.csv" "$output/metrics_rank0.interrupted-$stamp.csv"
+    echo "[demo] the earlier training stopped before its first checkpoint; its metrics are kept as" \
+      "$output/metrics_rank0.interrupted-$stamp.csv"
+  fi
   echo "[demo] training ($epochs epochs; progress bar below, log in $output/log/)"
-  "$py" train.py --config_path "$config"
+  "$py" train.py --config_path "$config" "${resume[@]}"
 else
   echo "[demo] reusing the finished training run: $(last_ckpt)"
 fi
@@ -36,6 +47,6 @@ echo "[demo] evaluating $(last_ckpt) on the demo validation images"
 mapfile -t sample_images < <(ls "$data_root"/val2017/*.jpg | head -n 4)
 echo "[demo] drawing the detections on ${#sample_images[@]} validation images"
 "$py" predict.py --config_path "$config" --model "$(last_ckpt)" --input "${sample_images[@]}" \
-  --output_dir "$output/predict"
+  --output_dir "$output/predict" --exist_ok  # a second demo run draws them again
 echo "[demo] look at: $output/predict/ (drawn images, detections.json), $output/curves.png (loss, lr, mAP)," \
   "$output/eval_per_class_ap.csv (AP per class)"

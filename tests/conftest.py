@@ -1,6 +1,7 @@
 """Shared pytest set-up: CPU speed flag before MindSpore loads, project root on sys.path, shared data,
 and the short demo training run that the training, export and post-processing tests reuse."""
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -72,6 +73,25 @@ def trained_run(demo_root, tmp_path_factory) -> Path:
     done = run_script("train.py", *demo_args(demo_root, output))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return output
+
+
+@pytest.fixture(autouse=True)
+def restore_project_loggers():
+    """Undo what an entry script run in-process did to the "ssd" and "py.warnings" loggers.
+
+    setup_logger gives them file handlers and stops propagation, and captures warnings; left in
+    place, a later test's caplog would see records twice or not at all, depending on test order.
+    """
+    loggers = [logging.getLogger(name) for name in ("ssd", "py.warnings")]
+    saved = [(logger.handlers[:], logger.propagate, logger.level, logger.filters[:]) for logger in loggers]
+    yield
+    logging.captureWarnings(False)
+    for logger, (handlers, propagate, level, filters) in zip(loggers, saved):
+        for handler in logger.handlers:
+            if handler not in handlers and isinstance(handler, logging.FileHandler):
+                handler.close()  # the run's log file
+        logger.handlers[:], logger.filters[:] = handlers, filters
+        logger.propagate, logger.level = propagate, level
 
 
 @pytest.fixture()

@@ -28,6 +28,11 @@ def _read_coco(root: Path, report: ConversionReport):
     return read_coco(root / "annotations" / "instances_train2017.json", root / "train2017", DEMO_CLASSES, report)
 
 
+def _problems(report: ConversionReport) -> dict:
+    """The kinds that occurred, with their counts (every other kind is 0)."""
+    return {kind: count for kind, count in report.counts.items() if count}
+
+
 def _by_id(records):
     return {r.img_id: r for r in records}
 
@@ -36,7 +41,7 @@ def test_coco_reader_counts_each_injected_problem(broken_demo):
     report = ConversionReport()
     records = _read_coco(broken_demo, report)
     assert [r.img_id for r in records] == list(range(1, NUM_TRAIN + 3))
-    assert report.counts == {CLIPPED: 1, DROPPED: 1, UNKNOWN_CLASS: 1, CROWD: 1, CORRUPT_IMAGE: 0, NO_BOX: 1}
+    assert _problems(report) == {CLIPPED: 1, DROPPED: 1, UNKNOWN_CLASS: 1, CROWD: 1, NO_BOX: 1}
     assert report.examples[CLIPPED] == report.examples[CROWD] == ["000001.jpg"]
     assert report.examples[NO_BOX] == ["000014.jpg"]
     first = records[0]
@@ -59,7 +64,7 @@ def test_voc_reader_gives_the_coco_boxes_back(broken_demo):
         np.testing.assert_array_equal(record.boxes, coco[img_id].boxes)
         np.testing.assert_array_equal(record.labels, coco[img_id].labels)
         assert (record.height, record.width) == (SIZE, SIZE)
-    assert report.counts == {CLIPPED: 1, DROPPED: 1, UNKNOWN_CLASS: 1, CROWD: 0, CORRUPT_IMAGE: 0, NO_BOX: 1}
+    assert _problems(report) == {CLIPPED: 1, DROPPED: 1, UNKNOWN_CLASS: 1, NO_BOX: 1}
 
 
 def test_txt_reader_reads_x_first_and_skips_the_corrupt_image(broken_demo):
@@ -71,7 +76,7 @@ def test_txt_reader_reads_x_first_and_skips_the_corrupt_image(broken_demo):
     for record in records:
         np.testing.assert_array_equal(record.boxes, coco[record.img_id + 1].boxes)
         np.testing.assert_array_equal(record.labels, coco[record.img_id + 1].labels)
-    assert report.counts == {CLIPPED: 1, DROPPED: 1, UNKNOWN_CLASS: 1, CROWD: 0, CORRUPT_IMAGE: 1, NO_BOX: 1}
+    assert _problems(report) == {CLIPPED: 1, DROPPED: 1, UNKNOWN_CLASS: 1, CORRUPT_IMAGE: 1, NO_BOX: 1}
     assert report.examples[CORRUPT_IMAGE] == ["train/000013.jpg"]
 
 

@@ -158,12 +158,15 @@ def _resolved_documents(path: Path) -> tuple[dict, dict, dict]:
     return copy.deepcopy(config_file.values), dict(config_file.help), copy.deepcopy(config_file.choices)
 
 
-def _write_variant(tmp_path: Path, edit, base: Path = CPU, name: str = "variant.yaml") -> Path:
-    """A one-document, self-contained copy of ``base`` whose values were changed by ``edit`` (a user's own YAML)."""
+def _write_variant(tmp_path: Path, edit, base: Path = CPU, name: str = "variant.yaml",
+                   help_lines: dict | None = None) -> Path:
+    """A self-contained copy of ``base`` whose values were changed by ``edit`` (a user's own YAML): one
+    document, or two when ``help_lines`` declares keys of the user's own."""
     values = _resolved_documents(base)[0]
     edit(values)
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump_all([values] + ([help_lines] if help_lines else []), sort_keys=False),
+                    encoding="utf-8")
     return path
 
 
@@ -350,7 +353,7 @@ def test_child_numbers_are_checked_like_command_line_values(tmp_path: Path) -> N
 
 def test_a_mapping_value_replaces_the_base_mapping_whole(tmp_path: Path) -> None:
     base = _write_variant(tmp_path, lambda v: v.update(optimizer={"name": "momentum", "momentum": 0.9}),
-                          name="base.yaml")
+                          name="base.yaml", help_lines={"optimizer": "a key of the user's own"})
     child = _write(tmp_path / "run.yaml", "__BASE__: base.yaml\noptimizer: {momentum: 1, nesterov: true}\n")
     assert load_config(child).to_dict()["optimizer"] == {"momentum": 1, "nesterov": True}
     assert load_config(base).optimizer.name == "momentum"
@@ -571,7 +574,8 @@ def test_duplicate_key_and_bad_documents_are_rejected(tmp_path: Path) -> None:
 
 
 def test_mapping_values_become_configs_and_merge_on_override(tmp_path: Path, capsys) -> None:
-    path = _write_variant(tmp_path, lambda v: v.update(optimizer={"name": "momentum", "momentum": 0.9}))
+    path = _write_variant(tmp_path, lambda v: v.update(optimizer={"name": "momentum", "momentum": 0.9}),
+                          help_lines={"optimizer": "a key of the user's own"})
     cfg = parse_args(["--optimizer", "{momentum: 1}"], default_config_path=path)
     assert isinstance(cfg.optimizer, Config)
     assert cfg.optimizer.name == "momentum" and cfg.optimizer.momentum == 1.0

@@ -156,7 +156,8 @@ def test_ensure_mindrecord_converts_once_and_again_for_a_new_class_list(tmp_path
         np.testing.assert_array_equal(rows[record.img_id][1], _expected_rows(record))
     eval_path = ensure_mindrecord(config, for_training=False)
     assert eval_path == tmp_path / "mr" / f"{EVAL_PREFIX}0" and sorted(_read_back(eval_path)) == [1, 2, 3, 4]
-    assert ground_truth_json(config) == tmp_path / "demo" / "annotations" / "instances_val2017.json"
+    assert ground_truth_json(config, as_given=True) == tmp_path / "demo" / "annotations" / "instances_val2017.json"
+    assert ground_truth_json(config) == tmp_path / "mr" / GROUND_TRUTH_JSON  # the cleaned one evaluation scores
 
 
 def test_missing_sources_name_the_path_and_the_config_key(tmp_path):

@@ -397,3 +397,27 @@ def test_colours_are_distinct_and_text_contrasts():
     assert all(0 <= channel <= 255 for colour in colours for channel in colour)
     assert text_colour((255, 225, 25)) == (0, 0, 0) and text_colour((0, 0, 128)) == (255, 255, 255)
     assert text_colour((60, 180, 75)) == (0, 0, 0) and text_colour((145, 30, 180)) == (255, 255, 255)
+
+
+def test_nan_outputs_are_left_out_counted_and_the_rest_detected(demo_root, tmp_path):
+    """A broken export's NaN rows neither crash the drawing nor reach detections.json; finite rows still count."""
+    config = demo_config(demo_root)
+    num_boxes, num_classes = int(config.num_ssd_boxes), int(config.num_classes)
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes = np.tile(np.array([0.1, 0.1, 0.5, 0.5], np.float32), (len(images), num_boxes, 1))
+        scores = np.zeros((len(images), num_boxes, num_classes), np.float32)
+        scores[:, 0, 1] = 0.9  # one confident finite detection per image
+        boxes[:, 1:4] = np.nan
+        scores[:, 4, 2] = np.inf
+        return boxes, scores
+
+    image = tmp_path / "in.jpg"
+    shutil.copy(demo_root / "coco" / "val2017" / "000001.jpg", image)
+    summary = FilePredictor(Detector(predict, 2, "nan"), config, prediction_options(config, None, None, None),
+                            tmp_path / "out", logging.getLogger("test_predict.nan")).run([image])
+    assert (summary.num_images, summary.num_detections, summary.num_non_finite) == (1, 1, 4)
+    assert "4 boxes with NaN/Inf outputs left out" in summary.line()
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text(),
+                            parse_constant=lambda constant: pytest.fail(f"{constant} in the json"))
+    assert [d["category_id"] for d in detections] == [1] and all(np.isfinite(d["bbox"]).all() for d in detections)

@@ -22,7 +22,7 @@ import numpy as np
 from src.boxes.anchors import default_boxes_from_config
 from src.boxes.coding import BoxCoder
 from src.data.augment import drop_degenerate, normalise_boxes, random_colour_jitter, random_geometry
-from src.data.mindrecord import strip_padding_rows
+from src.data.mindrecord import open_mindrecord, strip_padding_rows
 
 #: RGB normalisation of every SSD checkpoint of the model zoo (ImageNet statistics, 0-255 scale).
 IMAGE_MEAN = (123.675, 116.28, 103.53)
@@ -138,8 +138,8 @@ def create_ssd_dataset(mindrecord_file: str | Path, config: Any, batch_size: int
     workers = min(num_parallel_workers or 6, os.cpu_count() or 1)
     shards = {"num_shards": device_num, "shard_id": rank} if device_num > 1 else {}
     columns = ["img_id", "image", "annotation"] if is_training else ["img_id", "image"]
-    data = ds.MindDataset(_check_file(mindrecord_file), columns_list=columns,
-                          num_parallel_workers=workers, shuffle=is_training, **shards)
+    data = open_mindrecord(_check_file(mindrecord_file), columns, num_parallel_workers=workers, shuffle=is_training,
+                           **shards)
     normalise = [vision.Normalize(mean=list(IMAGE_MEAN), std=list(IMAGE_STD)), vision.HWC2CHW()]
     if is_training:
         coder = BoxCoder(default_boxes_from_config(config), config.prior_scaling, config.match_threshold)

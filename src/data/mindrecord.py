@@ -2,10 +2,20 @@
 
 MindRecord files record their shard names inside, so shards are written under their final names
 into a private `.partial-<prefix>-<pid>/` folder, moved into place, and only then is the marker
-`<prefix>.done` (json: counts, shard list, source fingerprint) written atomically. A killed
-conversion therefore leaves no marker and is rebuilt on the next run, instead of the seed's
-behaviour of trusting any `<prefix>0` file, however truncated. In a distributed run rank 0
-converts and the other ranks only wait for that marker (`ensure_mindrecord_for_rank`).
+`<prefix>.done` written atomically. A killed conversion therefore leaves no marker and is rebuilt on
+the next run, instead of the seed's behaviour of trusting any `<prefix>0` file, however truncated.
+In a distributed run rank 0 converts and the other ranks only wait for that marker
+(`ensure_mindrecord_for_rank`).
+
+The marker fingerprints what the records were built from, by content, so cached data is reused only
+while it matches (`conversion_status` says why not, in one line that is logged before a rebuild):
+the sha256 of the annotation file(s), each image's size and mtime_ns (a stat, not a hash: cheap for
+COCO's 118k images, and any rewrite of a file changes its mtime), the config that shapes the records
+(dataset kind, the resolved annotation and image paths, classes) and each written file's name and
+size, so a truncated shard is found before MindSpore fails on it mid-run with no file named. A
+same-size in-place corruption of a shard's data pages is not detected: MindRecord has no checksums
+and hashing every shard (COCO: ~19 GB) on each start would not be cheap; MindSpore itself refuses a
+damaged header, which `open_mindrecord` turns into one line naming the file.
 
 Rows follow the seed's schema: `img_id` int32 [1], `image` raw file bytes, `annotation` int32
 [-1, 5] rows [ymin, xmin, ymax, xmax, class_index] in pixels. MindRecord cannot store an empty
@@ -15,6 +25,7 @@ padding row of -1; readers keep only rows with class_index >= 1 (`strip_padding_
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,26 +38,38 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import cv2
+import mindspore.dataset as ds
 import numpy as np
 from mindspore.mindrecord import FileWriter
 from tqdm import tqdm
 
-from src.data.annotations import (CORRUPT_IMAGE, ConversionReport, ImageRecord, read_coco, read_txt, read_voc,
-                                  records_to_coco_dict)
+from src.data.annotations import (CORRUPT_IMAGE, ConversionReport, ImageRecord, check_image_bytes,
+                                  evaluation_ground_truth, read_coco, read_txt, read_voc)
+from src.model_utils.errors import SSDError, wrap_foreign_error
 from src.model_utils.files import write_json_atomic
+from src.model_utils.run_lock import pid_alive
 
 #: The project's logger: the entry scripts send it to the console and to the per-rank log file.
 logger = logging.getLogger("ssd")
 
 TRAIN_PREFIX = "ssd.mindrecord"
 EVAL_PREFIX = "ssd_eval.mindrecord"
-GROUND_TRUTH_JSON = "ssd_eval_ground_truth.json"  # VOC / txt eval ground truth (outside the prefix globs)
+GROUND_TRUTH_JSON = "ssd_eval_ground_truth.json"  # the cleaned eval ground truth (outside the prefix globs)
+OFFLINE_GROUND_TRUTH_JSON = "ssd_offline_ground_truth.json"  # the same, cleaned without the images (postprocess.py)
 NUM_SHARDS = 8
 SCHEMA = {"img_id": {"type": "int32", "shape": [1]},
           "image": {"type": "bytes"},
           "annotation": {"type": "int32", "shape": [-1, 5]}}
 PADDING_ROW = np.full((1, 5), -1, dtype=np.int32)
 _ROWS_PER_SHARD_PER_WRITE = 16  # whole multiples of the shard count keep the shards balanced
+#: Bumped whenever the marker's fingerprint or the written rows change, so older conversions are rebuilt.
+MARKER_VERSION = 2
+#: How the rebuild line names a changed source key, most telling first; "{old}"/"{new}" are the values.
+_SOURCE_CHANGES = {"dataset": "config key dataset changed ({old} -> {new})",
+                   "annotations": "annotation path changed ({old} -> {new})",
+                   "images": "image folder changed ({old} -> {new})",
+                   "classes": "config key classes changed",
+                   "annotation_sha256": "annotations changed (sha256 differs)"}
 #: How long the other ranks of a distributed run wait for rank 0's conversion (COCO train2017 takes minutes).
 RANK_WAIT_SECONDS = 3600.0
 
@@ -61,41 +84,98 @@ def _marker_path(out_dir: Path, prefix: str) -> Path:
     return Path(out_dir) / f"{prefix}.done"
 
 
-def find_complete_mindrecord(out_dir: Path, prefix: str, source: dict | None = None) -> Path | None:
-    """Shard 0 of a finished conversion, or None when the marker or any listed file is missing.
+def _read_marker(out_dir: Path, prefix: str) -> tuple[dict | None, str]:
+    """(marker content, "") or (None, why there is no usable marker)."""
+    marker = _marker_path(out_dir, prefix)
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"no {marker.name} marker (no finished conversion)"
+    except (OSError, ValueError) as error:
+        return None, f"marker {marker} is unreadable ({error})"
+    if not isinstance(info, dict) or not info.get("shards") or not isinstance(info.get("files"), (dict, list)):
+        return None, f"marker {marker} lacks its shard list"
+    return info, ""
 
-    With `source`, the marker must also record that same source fingerprint (so a changed class list
-    or annotation file is not silently served from an old conversion).
+
+def _file_problem(out_dir: Path, info: dict) -> str | None:
+    """A listed file that is missing or (new markers only) not of its recorded size."""
+    files = info["files"]
+    sizes = files if isinstance(files, dict) else dict.fromkeys(files)
+    for name in list(sizes) + [name for name in info["shards"] if name not in sizes]:
+        path = out_dir / name
+        if not path.is_file():
+            return f"{path} is missing"
+        expected = sizes.get(name)
+        if expected is not None and path.stat().st_size != expected:
+            return f"shard {path} is {path.stat().st_size} bytes, expected {expected} (truncated or damaged)"
+    return None
+
+
+def _stamp(path: Path) -> list[int | None]:
+    """[size, mtime_ns] of a file, [None, None] when it cannot be stat()ed."""
+    try:
+        status = path.stat()
+    except OSError:
+        return [None, None]
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _image_stamps(paths: Sequence[Path]) -> dict:
+    """Size and mtime_ns of each image, named relative to their common folder to keep the marker small."""
+    absolute = [Path(path).absolute() for path in paths]
+    root = Path(os.path.commonpath([str(path.parent) for path in absolute])) if absolute else Path.cwd()
+    return {"root": str(root), "files": [[str(path.relative_to(root)), *_stamp(path)] for path in absolute]}
+
+
+def _changed_images(stamps: dict) -> list[str]:
+    """The recorded images whose size or mtime differs now (or that appeared or vanished)."""
+    root = Path(stamps["root"])
+    return [name for name, size, mtime in stamps["files"] if _stamp(root / name) != [size, mtime]]
+
+
+def _source_problem(info: dict, source: dict) -> str | None:
+    """The first way the recorded fingerprint differs from `source`: config, annotations, then images."""
+    recorded = info.get("source") or {}
+    for key in list(_SOURCE_CHANGES) + sorted(set(recorded) | set(source) - set(_SOURCE_CHANGES)):
+        if recorded.get(key) != source.get(key):
+            return _SOURCE_CHANGES.get(key, "{key} changed").format(key=key, old=recorded.get(key), new=source.get(key))
+    changed = _changed_images(info.get("images") or {"root": "", "files": []})
+    if changed:
+        return f"{len(changed)} image(s) changed since the conversion (size or mtime), e.g. {changed[0]}"
+    return None
+
+
+def conversion_status(out_dir: Path, prefix: str, source: dict | None = None) -> tuple[Path | None, str]:
+    """(shard 0, "") when the conversion `out_dir/<prefix>*` can be used, else (None, why not).
+
+    With `source` (a `_Source.fingerprint`) the marker must be of this code's version and record
+    that same fingerprint, and the images it lists must be unchanged. Without it (the source data is
+    gone, nothing to compare) an older marker is still accepted as it was before fingerprints; the
+    files it lists must exist and, when it records sizes, have them.
     """
     out_dir = Path(out_dir)
-    try:
-        info = json.loads(_marker_path(out_dir, prefix).read_text(encoding="utf-8"))
-        shards, files = list(info["shards"]), list(info["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not shards or not all((out_dir / name).is_file() for name in files + shards):
-        return None
-    if source is not None and info.get("source") != source:
-        return None
-    return out_dir / shards[0]
+    info, problem = _read_marker(out_dir, prefix)
+    if info is None:
+        return None, problem
+    version = info.get("version", 1)
+    if source is not None and version != MARKER_VERSION:
+        return None, (f"marker {_marker_path(out_dir, prefix)} is from an older version of this code (marker "
+                      f"version {version}, this code writes {MARKER_VERSION}) and has no content fingerprint")
+    problem = _file_problem(out_dir, info) or (_source_problem(info, source) if source is not None else None)
+    return (None, problem) if problem else (out_dir / info["shards"][0], "")
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process exists (signal 0 only checks; EPERM means it exists but is not ours)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def find_complete_mindrecord(out_dir: Path, prefix: str, source: dict | None = None) -> Path | None:
+    """Shard 0 of a finished conversion that `conversion_status` accepts, else None."""
+    return conversion_status(out_dir, prefix, source)[0]
 
 
 def _remove_untrusted(out_dir: Path, prefix: str) -> None:
     """Delete the marker, every `<prefix>*` file and dead writers' partial folders before a rewrite."""
     for folder in out_dir.glob(f".partial-{prefix}-*"):
         pid_text = folder.name.rsplit("-", 1)[-1]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             raise RuntimeError(f"{folder} is being written by process {pid_text}: wait for that conversion to "
                                f"finish, or delete the folder if no such process is converting data")
         shutil.rmtree(folder)
@@ -159,9 +239,7 @@ def _write_shards(candidates: Sequence[ImageRecord], partial: Path, prefix: str,
             batch = candidates[start:start + chunk]
             rows = []
             for record, data in zip(batch, pool.map(_checked_bytes, [r.image_path for r in batch])):
-                if data is None:
-                    report.add(CORRUPT_IMAGE, record.image_path.name)
-                else:
+                if check_image_bytes(record, data, report):  # decoded, and of the annotated size
                     rows.append(_row(record, data))
                     written.append(record)
             if rows:
@@ -187,15 +265,18 @@ def _write_all(candidates: Sequence[ImageRecord], partial: Path, prefix: str, nu
 
 
 def write_mindrecord(records: Sequence[ImageRecord], out_dir: Path, prefix: str, num_shards: int,
-                     for_training: bool, report: ConversionReport, source: dict | None = None) -> Path:
+                     for_training: bool, report: ConversionReport, source: dict | None = None,
+                     images: Sequence[Path] | None = None) -> Path:
     """Convert records into `out_dir/<prefix>*` shards and return shard 0's path.
 
     Training leaves out images without boxes; evaluation keeps every image. Unreadable images are
     skipped and counted in `report`. `source` (any json-able fingerprint) is stored in the marker
-    for `find_complete_mindrecord`.
+    for `find_complete_mindrecord`, with the size and mtime of `images` (default: the records'
+    images), taken before they are read so that an edit during the conversion shows up next time.
     """
     start = time.time()
     out_dir = Path(out_dir)
+    stamps = _image_stamps([record.image_path for record in records] if images is None else images)
     candidates = [r for r in records if len(r.labels)] if for_training else list(records)
     _check_ids(candidates)
     if not candidates:
@@ -208,7 +289,7 @@ def write_mindrecord(records: Sequence[ImageRecord], out_dir: Path, prefix: str,
     corrupt_before = report.counts[CORRUPT_IMAGE]
     try:
         written, shard_count = _write_all(candidates, partial, prefix, num_shards, report)
-        files = sorted(path.name for path in partial.iterdir())
+        files = {path.name: path.stat().st_size for path in sorted(partial.iterdir())}
         for name in files:  # final names were used inside the files, so a rename is all it takes
             os.replace(partial / name, out_dir / name)
     finally:
@@ -218,9 +299,10 @@ def write_mindrecord(records: Sequence[ImageRecord], out_dir: Path, prefix: str,
               "left_out_without_box": len(records) - len(candidates),
               "skipped_unreadable": report.counts[CORRUPT_IMAGE] - corrupt_before}
     seconds = time.time() - start
-    write_json_atomic({"prefix": prefix, "shards": shards, "files": files, "for_training": for_training,
-                       "counts": counts, "problems": report.counts, "source": source,
-                       "seconds": round(seconds, 1)}, _marker_path(out_dir, prefix))
+    # Written last: a conversion killed before this line has no marker and is never trusted.
+    write_json_atomic({"version": MARKER_VERSION, "prefix": prefix, "shards": shards, "files": files,
+                       "for_training": for_training, "counts": counts, "problems": report.counts, "source": source,
+                       "images": stamps, "seconds": round(seconds, 1)}, _marker_path(out_dir, prefix))
     logger.info(report.summary())
     logger.info(f"{prefix}: wrote {len(written)} images in {shard_count} shard(s) to {out_dir}; left out "
                 f"{counts['left_out_without_box']} without boxes, {counts['skipped_unreadable']} unreadable; "
@@ -251,16 +333,28 @@ class _Source:
                                     f"(data_path is {config.data_path!r})")
 
     def fingerprint(self, classes: Sequence[str]) -> dict:
-        """What the conversion depends on; a different value means the MindRecord must be rebuilt."""
+        """What the conversion depends on besides the images; a different value means a rebuild.
+
+        These are all the config keys the conversion reads: the dataset kind, the paths (resolved,
+        so that ./data and /abs/data name the same source) and the class list, which maps names to
+        labels. img_shape, num_classes and the augmentation keys do not shape the records (they
+        store the image file bytes and pixel boxes) and so do not force a rebuild.
+        """
         if self.annotations.is_dir():
-            xml_files = list(self.annotations.glob("*.xml")) + list(self.annotations.glob("Annotations/*.xml"))
-            size = sum(path.stat().st_size for path in xml_files)
+            files = list(self.annotations.glob("*.xml")) + list(self.annotations.glob("Annotations/*.xml"))
         else:
-            size = self.annotations.stat().st_size
-        # resolved, so that ./data and /abs/data name the same source
+            files = [self.annotations]
         return {"dataset": self.kind, "annotations": str(self.annotations.resolve()),
-                "images": str(self.images.resolve()), "annotation_bytes": size,
-                "classes": [str(name) for name in classes]}
+                "images": str(self.images.resolve()), "classes": [str(name) for name in classes],
+                "annotation_sha256": _sha256_of_files(files, self.annotations)}
+
+    def image_paths(self, records: Sequence[ImageRecord]) -> list[Path]:
+        """Every image the annotations name: the records' ones, and for a txt list also those the
+        reader skipped as unreadable (they have no record), so fixing one of them rebuilds too."""
+        if self.kind != "other":
+            return [record.image_path for record in records]
+        lines = self.annotations.read_text(encoding="utf-8").splitlines()
+        return [self.images / line.split()[0] for line in lines if line.split()]
 
     def read(self, classes: Sequence[str], report: ConversionReport) -> list[ImageRecord]:
         """All images of the split through the reader of its format."""
@@ -269,6 +363,21 @@ class _Source:
         if self.kind == "voc":
             return read_voc(self.annotations, classes, report)
         return read_txt(self.annotations, self.images, classes, report)
+
+
+def _sha256_of_files(paths: Sequence[Path], root: Path) -> str:
+    """sha256 over each file's name (relative to `root`) and streamed content hash, in name order.
+
+    One file is hashed the same way, so a COCO json, a txt list and a VOC folder of xml files all
+    give one value that changes with any edit, whether or not it changes a file's size.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        with open(path, "rb") as handle:
+            content = hashlib.file_digest(handle, "sha256").hexdigest()
+        name = path.relative_to(root) if root.is_dir() else path.name
+        digest.update(f"{name}\0{content}\n".encode("utf-8"))
+    return digest.hexdigest()
 
 
 def mindrecord_folder(config: Any) -> Path:
@@ -331,6 +440,7 @@ def _conversion_without_source(config: Any, source: _Source, out_dir: Path, pref
     except FileNotFoundError:
         existing = find_complete_mindrecord(out_dir, prefix)
         if existing is None:
+            logger.info(f"{out_dir / prefix}: no usable conversion either: {conversion_status(out_dir, prefix)[1]}")
             raise
         logger.info(f"source data not found; using the existing conversion {existing}")
         return existing
@@ -340,9 +450,10 @@ def _conversion_without_source(config: Any, source: _Source, out_dir: Path, pref
 def ensure_mindrecord(config: Any, for_training: bool) -> Path:
     """Shard 0 of the training or eval MindRecord, converting the source only when needed.
 
-    Reused when its marker matches the current source (dataset, paths, annotation size, classes).
-    If the source is gone but a complete conversion exists, that conversion is used. For VOC/txt
-    evaluation the COCO-style ground truth is written alongside (see `ground_truth_json`).
+    Reused when its marker matches the current source (see `conversion_status`); otherwise one
+    line says why it is converted again. If the source is gone but a complete conversion exists,
+    that conversion is used. For evaluation the cleaned COCO-style ground truth is written alongside
+    (see `ground_truth_json`).
     """
     out_dir = mindrecord_folder(config)
     prefix = TRAIN_PREFIX if for_training else EVAL_PREFIX
@@ -353,16 +464,22 @@ def ensure_mindrecord(config: Any, for_training: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = source.fingerprint(config.classes)
     with _conversion_lock(out_dir, prefix):
-        existing = find_complete_mindrecord(out_dir, prefix, fingerprint)
+        existing, problem = conversion_status(out_dir, prefix, fingerprint)
         if existing is not None:
             return existing
-        if find_complete_mindrecord(out_dir, prefix) is not None:
-            logger.info(f"{out_dir / prefix} was converted from another source or class list; converting again")
+        if _marker_path(out_dir, prefix).exists() or any(out_dir.glob(f"{prefix}*")):
+            logger.info(f"{out_dir / prefix}: converting again: {problem}")
         report = ConversionReport()
         records = source.read(config.classes, report)
-        if not for_training and source.kind != "coco":
-            write_json_atomic(records_to_coco_dict(records, config.classes), out_dir / GROUND_TRUTH_JSON)
-        return write_mindrecord(records, out_dir, prefix, NUM_SHARDS, for_training, report, source=fingerprint)
+        ground_truth = out_dir / GROUND_TRUTH_JSON
+        if not for_training:  # never left from an older conversion if this one is killed
+            ground_truth.unlink(missing_ok=True)
+        path = write_mindrecord(records, out_dir, prefix, NUM_SHARDS, for_training, report, source=fingerprint,
+                                images=source.image_paths(records))
+        if not for_training:  # after the writer: the images it refused are left out (report.skipped_images)
+            write_json_atomic(evaluation_ground_truth(source.kind, source.annotations, records, config.classes, report),
+                              ground_truth)
+        return path
 
 
 def wait_for_mindrecord(config: Any, for_training: bool, timeout: float = RANK_WAIT_SECONDS,
@@ -381,18 +498,18 @@ def wait_for_mindrecord(config: Any, for_training: bool, timeout: float = RANK_W
         return existing
     fingerprint = source.fingerprint(config.classes)
     deadline = time.monotonic() + timeout
-    found = find_complete_mindrecord(out_dir, prefix, fingerprint)
+    found, problem = conversion_status(out_dir, prefix, fingerprint)
     if found is None:
         logger.info(f"waiting up to {timeout:.0f} s for rank 0 to convert {out_dir / prefix} ...")
     while found is None:
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"{out_dir / prefix} was not completed within {timeout:.0f} s: no {prefix}.done marker for the "
-                f"current source appeared in {out_dir}. Check rank 0's log for its conversion, or convert before "
-                f"launching with `python train.py --only_create_dataset=True --config_path ...` (on every machine "
-                f"when the ranks do not share a file system)")
+                f"current source appeared in {out_dir} (last seen: {problem}). Check rank 0's log for its "
+                f"conversion, or convert before launching with `python train.py --only_create_dataset=True "
+                f"--config_path ...` (on every machine when the ranks do not share a file system)")
         time.sleep(poll_seconds)
-        found = find_complete_mindrecord(out_dir, prefix, fingerprint)
+        found, problem = conversion_status(out_dir, prefix, fingerprint)
     return found
 
 
@@ -410,17 +527,98 @@ def ensure_mindrecord_for_rank(config: Any, for_training: bool, rank: int,
     return wait_for_mindrecord(config, for_training, timeout)
 
 
-def ground_truth_json(config: Any) -> Path:
-    """The COCO-format ground truth of the eval split: COCO's own instances json, or for VOC/txt the
-    json converted from the same records as the eval MindRecord (so image ids agree)."""
+def _marker_listing(shard: Path) -> tuple[str, dict | None]:
+    """(prefix, marker content) of the conversion a shard belongs to; (name without shard number, None)
+    for a MindRecord made elsewhere, without a marker."""
+    for marker in sorted(shard.parent.glob("*.done")):
+        prefix = marker.name.removesuffix(".done")
+        info, _ = _read_marker(shard.parent, prefix)
+        if info is not None and shard.name in info["shards"]:
+            return prefix, info
+    return shard.name.rstrip("0123456789"), None
+
+
+def _mindspore_detail(error: BaseException) -> str:
+    """The line of a MindSpore pipeline error that says what is wrong (its first line never does)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return next((line.removeprefix("[ERROR]").strip() for line in lines if line.startswith("[ERROR]")),
+                next((line for line in lines if line), type(error).__name__))
+
+
+def open_mindrecord(path: str | Path, columns: list[str], **options: Any) -> ds.MindDataset:
+    """`ds.MindDataset(path, columns, **options)`, refusing a damaged conversion with one line naming the file.
+
+    MindSpore reports a truncated shard only once the pipeline runs, as "Failed to read file" with
+    no file named, so the shards' sizes are first checked against their marker; a header it cannot
+    parse shows up in a cheap probe (the dataset size, read from the headers) on a separate
+    dataset object, so the returned pipeline is built exactly as before.
+    """
+    path = Path(path)
+    prefix, info = _marker_listing(path)
+    fix = (f"delete the folder {path.parent} (or its {prefix}* files and {prefix}.done) and run again to convert "
+           f"the source data anew")
+    problem = _file_problem(path.parent, info) if info is not None else None
+    if problem:
+        raise SSDError(f"{problem}; {fix}")
+    try:
+        ds.MindDataset(str(path), columns_list=columns[:1], shuffle=False).get_dataset_size()
+    except RuntimeError as error:
+        raise wrap_foreign_error(path, "MindRecord", RuntimeError(_mindspore_detail(error)), fix) from None
+    return ds.MindDataset(str(path), columns_list=columns, **options)
+
+
+def ground_truth_json(config: Any, as_given: bool = False, convert: bool = True) -> Path:
+    """The COCO-format ground truth evaluation scores: built from the same reading as the eval MindRecord
+    (so image ids agree, and boxes the conversion dropped or clipped are dropped or clipped there too;
+    see `annotations.evaluation_ground_truth`). `as_given` (COCO only) returns the instances json
+    itself without converting anything, for a file-name -> image id lookup.
+
+    `convert=False` is for results computed outside this pipeline (postprocess.py: the C++ runner
+    read the image files themselves, possibly on another machine): a finished eval conversion's
+    ground truth when there is one, else the reader's cleaning alone (bad numbers, boxes outside the
+    image, duplicates), without converting or decoding any image."""
     source = _source(config, for_training=False)
-    if source.kind == "coco":
+    if source.kind == "coco" and as_given:
         source.check(config)
         return source.annotations
+    if not convert and find_complete_mindrecord(mindrecord_folder(config), EVAL_PREFIX,
+                                                source.fingerprint(config.classes)) is None:
+        source.check(config)
+        report = ConversionReport()
+        records = source.read(config.classes, report)
+        path = mindrecord_folder(config) / OFFLINE_GROUND_TRUTH_JSON
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(evaluation_ground_truth(source.kind, source.annotations, records, config.classes, report),
+                          path)
+        return path
     ensure_mindrecord(config, for_training=False)
     path = mindrecord_folder(config) / GROUND_TRUTH_JSON
     if not path.is_file():
         source.check(config)
-        records = source.read(config.classes, ConversionReport())
-        write_json_atomic(records_to_coco_dict(records, config.classes), path)
+        report = ConversionReport()
+        records = source.read(config.classes, report)
+        for record in records:  # the writer's check again (rare: the json was deleted), so the same images are out
+            check_image_bytes(record, _checked_bytes(record.image_path), report)
+        write_json_atomic(evaluation_ground_truth(source.kind, source.annotations, records, config.classes, report),
+                          path)
     return path
+
+
+def check_split_data(config: Any, for_training: bool) -> None:
+    """Raise now the error that converting the split (or, for evaluation, reading its ground truth) would
+    raise later: FileNotFoundError naming the missing path and its keys, or ValueError for a text dataset
+    without an annotation list. Only looks at paths, so a training run can call it before any work.
+
+    Missing source data is fine when a complete conversion stands in for it (as in `ensure_mindrecord`),
+    except that COCO evaluation always reads its instances json, and VOC/txt evaluation then needs the
+    ground truth written beside the eval MindRecord.
+    """
+    source = _source(config, for_training)
+    try:
+        source.check(config)
+    except FileNotFoundError:
+        out_dir = mindrecord_folder(config)
+        converted = find_complete_mindrecord(out_dir, TRAIN_PREFIX if for_training else EVAL_PREFIX) is not None
+        has_ground_truth = for_training or (source.kind != "coco" and (out_dir / GROUND_TRUTH_JSON).is_file())
+        if not (converted and has_ground_truth):
+            raise

@@ -21,6 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from src.model_utils.errors import SSDError
+from src.model_utils.files import temporary_path
 
 #: The opset OpenCV 4.6 reads and the newest one with attribute-form Clip.
 TARGET_OPSET = 10
@@ -43,7 +44,7 @@ def make_opencv_compatible(path: str | Path) -> None:
     """Rewrite the ONNX file at ``path`` in place (atomically) into the opset-10 form."""
     path = Path(path)
     model = rewrite_to_opset10(onnx.load(str(path)), str(path))
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = temporary_path(path)
     try:
         onnx.save(model, str(partial))
         os.replace(partial, path)

@@ -7,7 +7,10 @@ is eval's ``postprocess_image``, so an image gets the detections eval.py would c
 to the thresholds chosen here. Exported files have a fixed batch: the last batch is padded with
 zeros and the padding's outputs dropped, so any number of images runs.
 Outputs: each image with its detections drawn (src/deploy/drawing.py) and one COCO results json
-(eval's CocoResultWriter, with each record's file_name and category_name).
+(eval's CocoResultWriter, with each record's file_name and category_name). They never land on the
+user's images: ``check_output_folder`` refuses an output folder that is, holds or lies in an input
+folder (or holds an input file), and outputs of an earlier run unless the user allows replacing
+them; all before a model is loaded. A lock keeps two predictions out of one folder.
 """
 from __future__ import annotations
 
@@ -27,13 +30,17 @@ from tqdm import tqdm
 from src.data.dataset import IMAGE_MEAN, IMAGE_STD, decode_rgb
 from src.deploy.drawing import draw_detections
 from src.eval.coco import CocoResultWriter, category_ids_by_name
-from src.eval.postprocess import Detections, check_outputs, postprocess_image
-from src.model_utils.errors import SSDError
+from src.eval.postprocess import Detections, check_outputs, finite_rows, postprocess_image
+from src.model_utils.errors import SSDError, UsageError
+from src.model_utils.files import remove_stale_temporaries
+from src.model_utils.run_lock import RunLock
 
 #: Suffixes of the files read as images (formats both cv2 and the eval pipeline's Decode read).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MODEL_SUFFIXES = (".ckpt", ".mindir", ".onnx")
 DETECTIONS_FILE = "detections.json"
+#: Lock file of a prediction in its output folder (one prediction per folder at a time).
+LOCK_FILE = ".predict.lock"
 JPEG_QUALITY = 95
 #: Drawn detections must score above this: the eval threshold (min_score, ~0.1) keeps dozens of low-score
 #: boxes per image that help mAP but bury the real objects in a picture. detections.json keeps them all.
@@ -79,15 +86,18 @@ class PredictSummary:
     num_images: int = 0
     num_detections: int = 0
     num_drawn: int = 0
+    num_non_finite: int = 0  # anchors whose box or scores were NaN/Inf, left out before post-processing
     non_images: list[Path] = field(default_factory=list)
     unreadable: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
     def line(self) -> str:
         skipped = f"skipped {len(self.non_images)} non-image and {len(self.unreadable)} unreadable files"
+        non_finite = (f"; {self.num_non_finite} boxes with NaN/Inf outputs left out (the model produced "
+                      f"non-finite values)" if self.num_non_finite else "")
         return (f"predicted {self.num_images} images, {self.num_detections} detections ({self.num_drawn} drawn) "
                 f"in {self.seconds:.1f} s; "
-                f"{skipped}; drawn images in {self.output_dir}, detections in {self.detections_json}")
+                f"{skipped}; drawn images in {self.output_dir}, detections in {self.detections_json}{non_finite}")
 
 
 class _LoadedImage(NamedTuple):
@@ -279,7 +289,7 @@ def annotation_lookup(config: Any, log: logging.Logger) -> tuple[ImageIds, np.nd
     class_indices = np.arange(len(config.classes), dtype=np.int64)
     if config.dataset == "coco":
         try:
-            gt_json: Path | None = ground_truth_json(config)
+            gt_json: Path | None = ground_truth_json(config, as_given=True)
         except FileNotFoundError:
             gt_json = None
     else:  # VOC / txt: the json an evaluation converted, if any (converting here would be a dataset build)
@@ -311,6 +321,47 @@ def output_image_path(output_dir: Path, source: Path, taken: set[str]) -> Path:
     return output_dir / name
 
 
+def output_image_paths(files: Sequence[Path], output_dir: Path) -> dict[Path, Path]:
+    """Where each image file's drawing goes, fixed before the run so the outputs can be checked first
+    (an unreadable image keeps its name reserved: the names do not depend on which files decode)."""
+    taken: set[str] = set()
+    return {path: output_image_path(output_dir, path, taken) for path in files
+            if path.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def check_output_folder(specs: Sequence[str], files: Sequence[Path], output_dir: Path, exist_ok: bool) -> None:
+    """Refuse outputs that would land on the user's files; ``UsageError`` naming both paths and the fix.
+
+    The output folder may not be an input folder, lie inside one or contain one (drawings would mix
+    with, and a later run read, the user's images), nor be the folder of an input file (a JPEG's
+    drawing has its name). Drawings and detections.json of an earlier run are replaced only with
+    ``exist_ok``.
+    """
+    output = Path(output_dir).resolve()
+    other = "pass --output_dir <another folder> outside the inputs"
+    for spec in specs:
+        folder = Path(spec).expanduser().resolve()
+        if not folder.is_dir():
+            continue
+        relation = ("is" if output == folder else "is inside" if output.is_relative_to(folder)
+                    else "contains" if folder.is_relative_to(output) else "")
+        if relation:
+            raise UsageError(f"the output folder {output} {relation} the input folder {folder}: the drawings would "
+                             f"mix with your images; {other}")
+    for path in files:
+        if path.resolve().parent == output:
+            raise UsageError(f"the output folder {output} holds the input {path}: drawings would be written over "
+                             f"or among your images; {other}")
+    if exist_ok:
+        return
+    planned = [*output_image_paths(files, Path(output_dir)).values(), Path(output_dir) / DETECTIONS_FILE]
+    existing = [path for path in planned if path.exists()]
+    if existing:
+        more = f" and {len(existing) - 1} more outputs" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]}{more} of an earlier prediction already exist in {output}; pass --exist_ok "
+                         f"to replace them, or --output_dir <another folder>")
+
+
 # ---- the run ------------------------------------------------------------------------------------
 
 class FilePredictor:
@@ -325,12 +376,18 @@ class FilePredictor:
         self.log = log
         self.preprocess = eval_preprocessor(config.img_shape)
         self.image_ids, self.category_ids = annotation_lookup(config, log)
-        self._taken_names: set[str] = set()
+        self._targets: dict[Path, Path] = {}
 
     def run(self, files: Sequence[Path]) -> PredictSummary:
-        """Predict every image of ``files``; non-image and unreadable files are logged, counted and skipped."""
+        """Predict every image of ``files``, holding the output folder's lock; non-image and unreadable
+        files are logged, counted and skipped."""
+        with RunLock(self.output_dir / LOCK_FILE, self.log, fix="pass another --output_dir"):
+            remove_stale_temporaries(self.output_dir, self.log)
+            return self._run(files)
+
+    def _run(self, files: Sequence[Path]) -> PredictSummary:
         started = time.time()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._targets = output_image_paths(files, self.output_dir)
         summary = PredictSummary(self.output_dir, self.output_dir / DETECTIONS_FILE)
         pending: list[_LoadedImage] = []
         with CocoResultWriter(summary.detections_json, self.category_ids, self.config.classes,
@@ -372,6 +429,9 @@ class FilePredictor:
         except ValueError as err:
             raise PredictError(f"{self.config.model_name} config: {err}") from err
         for item, image_boxes, image_scores in zip(batch, boxes, scores):
+            finite = finite_rows(image_boxes, image_scores)
+            summary.num_non_finite += int(np.count_nonzero(~finite))
+            image_boxes, image_scores = image_boxes[finite], image_scores[finite]
             detections = detect(image_boxes, image_scores, item.image_rgb.shape[:2], self.options)
             drawn = above(detections, self.options.draw_threshold)
             self._save_drawing(item, drawn)
@@ -383,5 +443,5 @@ class FilePredictor:
     def _save_drawing(self, item: _LoadedImage, detections: Detections) -> None:
         drawn = draw_detections(item.image_rgb, detections.boxes_xyxy, detections.scores, detections.labels,
                                 self.config.classes)
-        target = output_image_path(self.output_dir, item.path, self._taken_names)
+        target = self._targets[item.path]
         Image.fromarray(drawn).save(target, **({"quality": JPEG_QUALITY} if target.suffix != ".png" else {}))

@@ -27,7 +27,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from src.data.annotations import load_coco_quietly
+from src.data.annotations import describe_ground_truth_changes, load_coco_quietly
 from src.eval.postprocess import Detections, check_outputs, postprocess_with_config
 
 #: Categories COCOeval evaluates per pass (see _evaluate_by_category_groups): bounds its memory.
@@ -56,6 +56,7 @@ class CocoEvalResult:
     num_images: int
     num_detections: int
     num_crowd: int  # crowd GT boxes in the evaluated images (ignore regions for COCOeval)
+    ground_truth_note: str = ""  # what the scored ground truth changed from the source annotations, if it says
 
 
 def category_ids_by_name(coco_gt: COCO, classes: Sequence[str]) -> np.ndarray:
@@ -85,7 +86,9 @@ class CocoResultWriter:
     tens of GB on val2017). The file is a valid json array once the writer is closed, also
     after an exception. Detections whose class has no category (category id -1) are dropped,
     counted in ``num_dropped`` and reported by one summary warning when the writer closes (an
-    81-class model on a 4-class set would otherwise print 77 warnings).
+    81-class model on a 4-class set would otherwise print 77 warnings). Detections with a NaN/Inf
+    box or score (a diverged model) are dropped too, counted in ``num_non_finite`` and reported by
+    one log line: JSON cannot store NaN, and the file is written with ``allow_nan=False``.
 
     ``category_names`` adds each detection's class name (``category_name``) and ``write``'s
     ``file_name`` the image file to the records: predict.py's json names the user's files, which
@@ -106,6 +109,7 @@ class CocoResultWriter:
         self.num_images = 0
         self.num_detections = 0
         self.num_dropped = 0
+        self.num_non_finite = 0
 
     def __enter__(self) -> "CocoResultWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,14 +123,17 @@ class CocoResultWriter:
             self._file.close()
             self._file = None
         self._warn_dropped()
+        self._warn_non_finite()
 
     def write(self, image_id: int, detections: Detections, file_name: str | None = None) -> None:
         """Append one image's detections (boxes rounded to 0.01 px, scores to 1e-5)."""
         if self._file is None:
             raise RuntimeError("CocoResultWriter.write called outside its 'with' block")
+        finite = np.isfinite(detections.scores) & np.isfinite(detections.boxes_xyxy).all(axis=1)
+        self.num_non_finite += int(np.count_nonzero(~finite))
         category = self._category_ids[detections.labels]
-        self._report_dropped(detections.labels[category < 0])
-        valid = category >= 0
+        self._report_dropped(detections.labels[finite & (category < 0)])
+        valid = finite & (category >= 0)
         xyxy = detections.boxes_xyxy[valid].astype(np.float64)
         xywh = np.round(np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1), 2)
         scores = np.round(detections.scores[valid].astype(np.float64), 5)
@@ -142,7 +149,7 @@ class CocoResultWriter:
             record["bbox"], record["score"] = box, score
             records.append(record)
         if records:
-            self._file.write(self._separator + "\n" + json.dumps(records)[1:-1])
+            self._file.write(self._separator + "\n" + json.dumps(records, allow_nan=False)[1:-1])
             self._separator = ","
         self.num_images += 1
         self.num_detections += len(records)
@@ -161,6 +168,12 @@ class CocoResultWriter:
         warnings.warn(f"{self.num_dropped} detections of {len(names)} classes dropped, no category of that name "
                       f"in the annotation file: {shown}{more}", stacklevel=3)
         self._dropped_by_label.clear()
+
+    def _warn_non_finite(self) -> None:
+        if self.num_non_finite:
+            logging.getLogger("ssd").warning(
+                f"{self.num_non_finite} detections with a NaN/Inf box or score were dropped from {self.path}: the "
+                f"model's outputs are not finite; check the checkpoint or exported model it was run with")
 
 
 def _load_results(coco_gt: COCO, results_json: Path) -> tuple[COCO, int]:
@@ -260,7 +273,7 @@ def new_cocoeval(coco_gt: COCO, coco_dt: COCO) -> COCOeval:
 
 
 def _run_cocoeval(coco_gt: COCO, results_json: Path, img_ids: Sequence[int] | None,
-                  classes: Sequence[str] | None) -> CocoEvalResult:
+                  classes: Sequence[str] | None, gt_json: Path | None) -> CocoEvalResult:
     coco_dt, num_detections = _load_results(coco_gt, Path(results_json))
     img_ids = sorted(coco_gt.getImgIds()) if img_ids is None else sorted(int(i) for i in img_ids)
     categories = _evaluated_categories(coco_gt, classes)
@@ -278,7 +291,8 @@ def _run_cocoeval(coco_gt: COCO, results_json: Path, img_ids: Sequence[int] | No
     # [:12]: faster_coco_eval also prints AR at IoU 0.50 and 0.75, which are not among the 12 stats
     return CocoEvalResult(stats=stats, summary_lines=printed.getvalue().splitlines()[:12], map=float(stats[0]),
                           per_class=_per_class_ap(evaluator.eval["precision"], categories, counts),
-                          num_images=len(img_ids), num_detections=num_detections, num_crowd=num_crowd)
+                          num_images=len(img_ids), num_detections=num_detections, num_crowd=num_crowd,
+                          ground_truth_note=describe_ground_truth_changes(coco_gt.dataset, gt_json))
 
 
 def coco_evaluate(gt_json: Path | COCO, results_json: Path, img_ids: Sequence[int] | None = None,
@@ -290,8 +304,9 @@ def coco_evaluate(gt_json: Path | COCO, results_json: Path, img_ids: Sequence[in
     boxes as ignore regions). ``classes`` restricts the evaluated categories to those named
     (e.g. a model trained on a subset); None evaluates every category of the file.
     """
-    coco_gt = gt_json if isinstance(gt_json, COCO) else load_coco_quietly(gt_json)
-    return _run_cocoeval(coco_gt, results_json, img_ids, classes)
+    if isinstance(gt_json, COCO):
+        return _run_cocoeval(gt_json, results_json, img_ids, classes, None)
+    return _run_cocoeval(load_coco_quietly(gt_json), results_json, img_ids, classes, Path(gt_json))
 
 
 def _write_detections(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset: Any,
@@ -326,13 +341,17 @@ def evaluate_detector(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np
     image (B, 3, H, W) and image_shape (B, 2) = original (h, w); ``predict_batch(images)`` returns
     decoded normalised yxyx boxes (B, N, 4) and sigmoid scores (B, N, C). Images the dataset did not cover still count
     (with no detections) and a warning says how many: a partial dataset cannot silently shrink
-    the evaluation set (the seed's B8/B9).
+    the evaluation set (the seed's B8/B9). When ``gt_json`` is the cleaned ground truth of the
+    conversion (``ground_truth_json``), the log and ``ground_truth_note`` say what it changed.
     """
     coco_gt = load_coco_quietly(gt_json)
+    note = describe_ground_truth_changes(coco_gt.dataset, gt_json)
+    if note:
+        logging.getLogger("ssd").info(note)
     with CocoResultWriter(results_json, category_ids_by_name(coco_gt, classes), classes) as writer:
         seen = _write_detections(predict_batch, dataset, coco_gt, gt_json, writer, len(classes), config)
     missing = len(coco_gt.imgs) - len(seen)
     if missing:
         warnings.warn(f"the eval dataset covered {len(seen)} of the {len(coco_gt.imgs)} images of {gt_json}; "
                       f"the other {missing} are evaluated with no detections", stacklevel=2)
-    return _run_cocoeval(coco_gt, results_json, None, classes)
+    return _run_cocoeval(coco_gt, results_json, None, classes, Path(gt_json))

@@ -8,10 +8,14 @@ eval.py print the same mAP for the same model.
 
 Streaming: one image's outputs are in memory at a time and detections go straight to the results
 file, so 5000 images cost what one image costs (the seed kept all of them and needed 70 GB+).
+
+NaN/Inf in a result file (a diverged model, a broken export) would surface as NaN detections,
+which JSON cannot store, or as a silent mAP 0: the boxes (anchors) holding them are left out
+before post-processing, and the images, values and first files are counted and reported.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,10 +24,12 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from src.eval.coco import CocoEvalResult, CocoResultWriter, category_ids_by_name, coco_evaluate
-from src.eval.postprocess import Detections, postprocess_with_config
+from src.eval.postprocess import Detections, finite_rows, postprocess_with_config
 from src.model_utils.errors import SSDError
 
 _FLOAT32 = np.dtype("<f4")
+#: How many result files holding NaN/Inf the summary names.
+MAX_NON_FINITE_FILES = 5
 
 
 class OfflineResultsError(SSDError, ValueError):
@@ -40,6 +46,36 @@ class ImageResult:
     scores_path: Path
 
 
+@dataclass
+class NonFiniteOutputs:
+    """NaN/Inf values met in the result files; the boxes holding them were left out before post-processing."""
+
+    num_images: int = 0
+    num_values: int = 0
+    num_boxes: int = 0  # anchors left out: their box or one of their class scores was NaN/Inf
+    num_files: int = 0
+    files: list[str] = field(default_factory=list)  # the first MAX_NON_FINITE_FILES such files, by name
+
+    def add(self, image: ImageResult, bad_boxes: np.ndarray, bad_scores: np.ndarray, num_boxes: int) -> None:
+        """Count one image whose outputs hold NaN/Inf (``bad_*``: masks of the non-finite values)."""
+        self.num_images += 1
+        self.num_values += int(np.count_nonzero(bad_boxes) + np.count_nonzero(bad_scores))
+        self.num_boxes += num_boxes
+        named = [path.name for path, bad in ((image.boxes_path, bad_boxes), (image.scores_path, bad_scores))
+                 if bad.any()]
+        self.num_files += len(named)
+        self.files.extend(named[:MAX_NON_FINITE_FILES - len(self.files)])
+
+    def summary(self, result_path: Path) -> str:
+        """The one line the user reads; empty when every value was finite."""
+        if not self.num_images:
+            return ""
+        more = f" and {self.num_files - len(self.files)} more" if self.num_files > len(self.files) else ""
+        return (f"{self.num_images} images' result files in {result_path} hold NaN/Inf ({self.num_values} values "
+                f"in {', '.join(self.files)}{more}); their {self.num_boxes} boxes were dropped before post-processing "
+                f"and are not in the detections json: the model or the runner produced non-finite outputs")
+
+
 @dataclass(frozen=True)
 class OfflineEvaluation:
     """The COCO result plus what the run had to tolerate."""
@@ -48,6 +84,7 @@ class OfflineEvaluation:
     num_scored: int  # images whose result files were read
     num_without_results: int  # images scored with no detections because of missing/truncated files (--missing_as_empty)
     num_dropped: int  # images left out by the seed's --drop protocol
+    non_finite: NonFiniteOutputs  # NaN/Inf met in the result files
 
 
 def expected_results(coco_gt: COCO, gt_json: Path, result_path: Path) -> list[ImageResult]:
@@ -60,7 +97,8 @@ def expected_results(coco_gt: COCO, gt_json: Path, result_path: Path) -> list[Im
             raise OfflineResultsError(f"{gt_json}: images {by_stem[stem]} and {image['id']} share the file name stem "
                                       f"{stem!r}, so their result files {stem}_0.bin / {stem}_1.bin would collide")
         by_stem[stem] = int(image["id"])
-        results.append(ImageResult(int(image["id"]), stem, result_path / f"{stem}_0.bin", result_path / f"{stem}_1.bin"))
+        results.append(ImageResult(int(image["id"]), stem, result_path / f"{stem}_0.bin",
+                                   result_path / f"{stem}_1.bin"))
     return results
 
 
@@ -92,7 +130,8 @@ def find_problems(images: Sequence[ImageResult], num_boxes: int, num_classes: in
     sizes = (num_boxes * 4 * _FLOAT32.itemsize, num_boxes * num_classes * _FLOAT32.itemsize)
     problems: dict[int, list[str]] = {}
     for image in images:
-        found = [p for p in (_file_problem(image.boxes_path, sizes[0]), _file_problem(image.scores_path, sizes[1])) if p]
+        found = [p for p in (_file_problem(image.boxes_path, sizes[0]), _file_problem(image.scores_path, sizes[1]))
+                 if p]
         if found:
             problems[image.image_id] = found
     return problems
@@ -121,6 +160,21 @@ def _read_outputs(image: ImageResult, num_boxes: int, num_classes: int) -> tuple
     return boxes, scores
 
 
+def _finite_outputs(image: ImageResult, boxes: np.ndarray, scores: np.ndarray,
+                    non_finite: NonFiniteOutputs) -> tuple[np.ndarray, np.ndarray]:
+    """The outputs without the boxes (rows) holding NaN/Inf, which are counted in ``non_finite``.
+
+    Dropping whole rows keeps the other boxes' ranking and NMS exactly as if the row had never
+    been there, so valid boxes give the same detections either way.
+    """
+    bad_rows = ~finite_rows(boxes, scores)
+    if not bad_rows.any():
+        return boxes, scores
+    bad_boxes, bad_scores = ~np.isfinite(boxes), ~np.isfinite(scores)
+    non_finite.add(image, bad_boxes, bad_scores, int(np.count_nonzero(bad_rows)))
+    return boxes[~bad_rows], scores[~bad_rows]
+
+
 def _image_hw(coco_gt: COCO, image_id: int, gt_json: Path) -> tuple[int, int]:
     info = coco_gt.imgs[image_id]
     if "height" not in info or "width" not in info:
@@ -135,7 +189,8 @@ def evaluate_offline_results(config: Any, coco_gt: COCO, gt_json: Path, result_p
 
     ``drop`` restricts the evaluation to the seed's image subset (``seed_protocol_image_ids``);
     otherwise every image of the ground truth counts, as in eval.py. Missing or truncated files
-    raise OfflineResultsError listing all of them, unless ``missing_as_empty``.
+    raise OfflineResultsError listing all of them, unless ``missing_as_empty``. Boxes with NaN/Inf are
+    left out and counted in the result's ``non_finite``.
     """
     result_path = Path(result_path)
     if not result_path.is_dir():
@@ -154,14 +209,15 @@ def evaluate_offline_results(config: Any, coco_gt: COCO, gt_json: Path, result_p
     if problems and not missing_as_empty:
         raise OfflineResultsError(_problem_report(problems, images, result_path, img_path, num_boxes, num_classes))
     empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    non_finite = NonFiniteOutputs()
     with CocoResultWriter(results_json, category_ids_by_name(coco_gt, config.classes), config.classes) as writer:
         for image in tqdm(images, desc="postprocess", unit="img"):
             if image.image_id in problems:
                 writer.write(image.image_id, empty)
                 continue
-            boxes, scores = _read_outputs(image, num_boxes, num_classes)
+            boxes, scores = _finite_outputs(image, *_read_outputs(image, num_boxes, num_classes), non_finite)
             writer.write(image.image_id, postprocess_with_config(
                 boxes, scores, _image_hw(coco_gt, image.image_id, gt_json), config))
     result = coco_evaluate(coco_gt, results_json, kept_ids, config.classes)
     return OfflineEvaluation(result, len(images) - len(problems), len(problems),
-                             len(coco_gt.imgs) - len(images))
+                             len(coco_gt.imgs) - len(images), non_finite)

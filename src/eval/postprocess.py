@@ -227,6 +227,16 @@ def postprocess_image(boxes_yxyx: np.ndarray, scores: np.ndarray, image_hw: tupl
     return Detections(kept_boxes.astype(np.float32), kept_scores.astype(np.float32), kept_labels)
 
 
+def finite_rows(boxes_yxyx: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Mask of the anchors whose box and class scores are all finite.
+
+    A diverged model or a broken export yields NaN/Inf, which would become NaN detections (not
+    JSON, not drawable). Callers drop the other rows and report them; dropping whole rows keeps
+    the remaining anchors' order, so finite outputs give exactly the same detections.
+    """
+    return np.isfinite(boxes_yxyx).all(axis=1) & np.isfinite(scores).all(axis=1)
+
+
 def postprocess_with_config(boxes_yxyx: np.ndarray, scores: np.ndarray, image_hw: tuple[int, int],
                             config: Any) -> Detections:
     """``postprocess_image`` with the config's thresholds: the one call eval.py, eval_onnx.py and

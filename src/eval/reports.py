@@ -55,11 +55,14 @@ def classes_by_ap(per_class: Sequence[ClassAP]) -> list[ClassAP]:
 
 
 def format_report(result: CocoEvalResult) -> str:
-    """The 12 COCO lines, the mAP line, the crowd note and a per-class table (best AP first)."""
+    """The 12 COCO lines, the mAP line, the crowd note, what the ground truth changed from the source
+    annotations (when it says) and a per-class table (best AP first)."""
     lines = list(result.summary_lines)
     lines.append(f"mAP: {result.map}")
     lines.append(f"{result.num_images} images, {result.num_detections} detections; {result.num_crowd} crowd "
                  f"boxes handled by COCOeval as ignore regions")
+    if result.ground_truth_note:
+        lines.append(result.ground_truth_note)
     rows = classes_by_ap(result.per_class)
     width = max([len("class")] + [len(c.name) for c in rows])
     lines.append(f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'GT boxes':>8}")

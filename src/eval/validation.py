@@ -41,7 +41,9 @@ def evaluate_predictor_on_validation(predict: Callable[[np.ndarray], tuple[np.nd
                                      results_json: Path, batch_size: int) -> CocoEvalResult:
     """The validation evaluation of any predict function (MindSpore network, onnxruntime session).
 
-    Same dataset, post-processing and COCO protocol for every engine, so their mAPs compare.
+    Same dataset, post-processing and COCO protocol for every engine, so their mAPs compare. The
+    ground truth is the one the eval conversion cleaned (``ground_truth_json``): the boxes and images
+    it dropped are not scored, clipped boxes are scored clipped, and the log says what changed.
     """
     mindrecord = ensure_mindrecord(config, for_training=False)
     dataset = create_ssd_dataset(mindrecord, config, int(batch_size), is_training=False,

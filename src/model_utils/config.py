@@ -10,7 +10,11 @@ full, self-contained file in the model zoo's format loads as it always did.
 
 ``load_config`` (library code, tests) and ``parse_args`` (entry scripts) both go through the same
 validation, so a typo in a key or a value of the wrong type fails at start-up with one message
-instead of hours into a run. Nothing happens at import time:
+instead of hours into a run. Every value, wherever it comes from (a full file, a ``__BASE__`` child,
+the command line, ``overrides``), gets the same check: a known key (``config/base/ssd_defaults.yaml``
+holds them; a full file may declare more by giving them a help line), the type of that file's value
+(an integer key refuses 4.5 instead of truncating it later), booleans only as true/false, and the
+key's range in ``VALUE_RANGES``. Nothing happens at import time:
 the module holds no config object and never looks at ``sys.argv`` unless ``parse_args`` is called.
 """
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import functools
+import logging
 import os
 import pprint
 import re
@@ -29,11 +35,23 @@ from typing import Any, Mapping, NoReturn, Sequence
 import yaml
 
 from src.model_utils.errors import UsageError
+from src.model_utils.files import temporary_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "ssd300_config.yaml"
+#: Every key the code knows, with the type its values must have: full files are checked against it.
+REFERENCE_CONFIG_PATH = REPO_ROOT / "config" / "base" / "ssd_defaults.yaml"
 _CHOICES_DOC_TITLE = "allowed values"
 BASE_KEY = "__BASE__"
+logger = logging.getLogger("ssd")
+
+#: Model-zoo keys this code does not read, with what takes their place. A full zoo file that has one
+#: still loads (the key is dropped with a warning); anywhere else the key is an error saying this.
+RETIRED_ZOO_KEYS = {
+    "global_step": "only the zoo's ONNX config has it; the learning-rate schedule starts at pre_trained_epoch_size",
+}
+#: Integer keys for which a fraction is meaningful: a file may say ``warmup_epochs: 0.3``.
+FRACTIONAL_INT_KEYS = frozenset({"warmup_epochs", "loss_scale"})
 
 
 class ConfigError(UsageError, ValueError):
@@ -66,6 +84,13 @@ class _YamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Booleans only as true/false: YAML 1.1's yes/no/on/off would silently turn a value (or a class named
+# "no") into a bool, so they stay strings here and a boolean key then refuses them.
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -109,11 +134,10 @@ class Config:
         self._values[name] = self._wrap(name, value)
 
     def _missing(self, name: str) -> MissingKeyError:
-        close = difflib.get_close_matches(name, list(self._values), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
         return MissingKeyError(
-            f"config key '{name}' is missing from {self._source}{hint}; add a line '{name}: <value>' to that "
-            f"file ({_display_path(DEFAULT_CONFIG_PATH)} lists every key with its default and help)")
+            f"config key '{name}' is missing from {self._source}{_did_you_mean(name, self._values)}; add a line "
+            f"'{name}: <value>' to that file ({_display_path(DEFAULT_CONFIG_PATH)} lists every key with its default "
+            "and help)")
 
     def __contains__(self, key: object) -> bool:
         return key in self._values
@@ -209,9 +233,42 @@ def _read_config_file(path: str | Path, including: tuple[Path, ...] = ()) -> _Co
         base = _merged_bases([_read_config_file(b, (*including, resolved)) for b in bases])
         config_file = _inherit(base, resolved, values, help_lines, choices)
     else:
-        config_file = _ConfigFile(resolved, values, help_lines, choices)
+        config_file = _ConfigFile(resolved, _checked_full_file_values(values, help_lines, resolved), help_lines,
+                                  choices)
     _check_choices_document(config_file)
     return config_file
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_values() -> dict[str, Any]:
+    """The values document of ``REFERENCE_CONFIG_PATH``: every known key and the type of its values."""
+    with open(REFERENCE_CONFIG_PATH, encoding="utf-8") as stream:
+        return next(yaml.load_all(stream, Loader=_YamlLoader))
+
+
+def _checked_full_file_values(values: dict, help_lines: dict, path: Path) -> dict:
+    """A self-contained file's values, each checked like a child's against the reference file.
+
+    A key is known when the reference file has it or the file gives it a help line (a deliberate
+    new key); a model-zoo key this code does not read is dropped with a warning, so that a copied
+    zoo file still loads. Anything else is a typo, named with a close known key when there is one.
+    """
+    reference = _reference_values()
+    checked = {}
+    for key, value in values.items():
+        where = f"{_display_path(path)}: {key}"
+        if key in RETIRED_ZOO_KEYS:
+            logger.warning(f"{where}: ignored, a model-zoo key this code does not read "
+                           f"({RETIRED_ZOO_KEYS[key]})")
+        elif key in reference:
+            checked[key] = _checked_value(key, value, reference[key], where)
+        elif key in help_lines:
+            checked[key] = value
+        else:
+            raise ConfigError(f"{where}: unknown key{_did_you_mean(key, reference)} (neither in "
+                              f"{_display_path(REFERENCE_CONFIG_PATH)} nor a model-zoo key); fix the spelling, or "
+                              "declare a new key with a help line in the file's second document")
+    return checked
 
 
 def _base_paths(values_document: Any, path: Path) -> list[Path]:
@@ -247,25 +304,33 @@ def _inherit(base: _ConfigFile, path: Path, values: dict, help_lines: dict, choi
                 raise ConfigError(f"{_display_path(path)} ({title} document): {_unknown_key(key, base, flag=False)}")
     merged = dict(base.values)
     for key, value in values.items():
-        merged[key] = _inherited_value(value, base.values[key], f"{_display_path(path)}: {key}")
+        merged[key] = _inherited_value(key, value, base.values[key], f"{_display_path(path)}: {key}")
     return _ConfigFile(path, merged, {**base.help, **help_lines}, {**base.choices, **choices})
 
 
-def _inherited_value(value: Any, base_value: Any, where: str) -> Any:
-    """A file's own value, checked against the type of the value it replaces.
+def _inherited_value(key: str, value: Any, base_value: Any, where: str) -> Any:
+    """A file's own value, checked against the type of the value it replaces and the key's range.
 
-    The check is the one a command-line override gets (an int stands in for a float and becomes
-    one), with two exceptions. A float may replace an integer and stays a float: a recipe may say
-    ``warmup_epochs: 0.3`` where its base says 2, as a full file could. A mapping replaces the
+    The check is the one a command-line override gets, with one exception: a mapping replaces the
     base's mapping whole, so that a child can drop an entry; entries the base also has are checked
     against it.
     """
-    if isinstance(value, float) and isinstance(base_value, int) and not isinstance(base_value, bool):
-        return value
     if isinstance(value, dict) and isinstance(base_value, dict):
-        return {key: _inherited_value(item, base_value[key], f"{where}.{key}") if key in base_value
-                else copy.deepcopy(item) for key, item in value.items()}
-    return _coerce(value, base_value, where)
+        return _replaced_mapping(value, base_value, where)
+    return _checked_value(key, value, base_value, where)
+
+
+def _replaced_mapping(value: dict, base_value: dict, where: str) -> dict:
+    """``value`` in place of the base's whole mapping; entries the base also has keep the base's types."""
+    replaced = {}
+    for entry, item in value.items():
+        if isinstance(item, dict) and isinstance(base_value.get(entry), dict):
+            replaced[entry] = _replaced_mapping(item, base_value[entry], f"{where}.{entry}")
+        elif entry in base_value:
+            replaced[entry] = _coerce(item, base_value[entry], f"{where}.{entry}")
+        else:
+            replaced[entry] = copy.deepcopy(item)
+    return replaced
 
 
 def _mapping_document(document: Any, path: Path, title: str, allow_empty: bool) -> dict:
@@ -298,6 +363,12 @@ def _check_choice(key: str, value: Any, config_file: _ConfigFile, where: str) ->
 
 def _closest_key(key: str, keys: Sequence[str] | Mapping[str, Any]) -> str:
     return difflib.get_close_matches(key, list(keys), n=1, cutoff=0.0)[0]
+
+
+def _did_you_mean(key: str, keys: Sequence[str] | Mapping[str, Any]) -> str:
+    """`` (did you mean 'x'?)`` when a key is close to ``key``, else "" (no far-fetched guess)."""
+    close = difflib.get_close_matches(key, list(keys), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # ---- type checking of overrides -------------------------------------------------------------------
@@ -395,8 +466,108 @@ def _coerce_dict(value: Any, default: dict, where: str) -> dict:
     return merged
 
 
+def _checked_value(key: str, value: Any, template: Any, where: str) -> Any:
+    """``value`` for ``key`` in the type of ``template`` and inside the key's range: the check every value gets.
+
+    An integer key refuses a fraction (``int()`` would truncate it later, silently) unless the key
+    is in ``FRACTIONAL_INT_KEYS``, where the fraction is kept.
+    """
+    if key in FRACTIONAL_INT_KEYS and isinstance(value, float) and type(template) is int:
+        checked = value
+    else:
+        checked = _coerce(value, template, where)
+    _check_range(key, checked, where)
+    return checked
+
+
+# ---- value ranges ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number, or of every number in a list key; ``low``/``high`` are inclusive unless ``*_open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    length: int | None = None  # a list key's required number of entries
+
+    def admits(self, number: float) -> bool:
+        """Whether one number lies inside the bounds."""
+        above = self.low is None or (number > self.low if self.low_open else number >= self.low)
+        below = self.high is None or (number < self.high if self.high_open else number <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(bounds)
+
+
+_AT_LEAST_1 = Range(1)
+_NON_NEGATIVE = Range(0)
+_POSITIVE = Range(0, low_open=True)
+_FRACTION = Range(0, 1)  # 0 <= x <= 1
+_POSITIVE_FRACTION = Range(0, 1, low_open=True)  # 0 < x <= 1
+
+#: The allowed range of every numeric key, one rule per key (a list key's rule holds for each entry,
+#: nested lists included). Checked wherever a value comes from; num_ssd_boxes is derived instead.
+VALUE_RANGES: dict[str, Range] = {
+    # schedule and optimiser
+    "epoch_size": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "eval_batch_size": _AT_LEAST_1,
+    "lr": _POSITIVE, "lr_init": _NON_NEGATIVE, "lr_end_rate": _FRACTION, "warmup_epochs": _NON_NEGATIVE,
+    "momentum": Range(0, 1, high_open=True), "weight_decay": _NON_NEGATIVE, "loss_scale": _POSITIVE,
+    "pre_trained_epoch_size": _NON_NEGATIVE,
+    # checkpoints, logging, evaluation during training
+    "save_checkpoint_epochs": _AT_LEAST_1, "keep_checkpoint_max": _AT_LEAST_1, "log_interval": _AT_LEAST_1,
+    "eval_start_epoch": _NON_NEGATIVE, "eval_interval": _AT_LEAST_1,
+    # devices and data pipeline
+    "device_id": _NON_NEGATIVE, "device_num": _AT_LEAST_1, "seed": _NON_NEGATIVE,
+    "num_parallel_workers": _AT_LEAST_1, "all_reduce_fusion_config": _NON_NEGATIVE,
+    # network and default boxes
+    "img_shape": Range(1, length=2), "num_classes": Range(2),  # background plus at least one class
+    "num_default": _AT_LEAST_1, "extras_in_channels": _AT_LEAST_1, "extras_out_channels": _AT_LEAST_1,
+    "extras_strides": _AT_LEAST_1, "extras_ratio": _POSITIVE, "feature_size": _AT_LEAST_1, "steps": _AT_LEAST_1,
+    "min_scale": _POSITIVE_FRACTION, "max_scale": _POSITIVE_FRACTION, "aspect_ratios": _POSITIVE,
+    "prior_scaling": _POSITIVE, "num_addition_layers": _NON_NEGATIVE,
+    # loss: matching and focal loss
+    "match_threshold": _POSITIVE_FRACTION, "gamma": _NON_NEGATIVE, "alpha": _FRACTION,
+    # augmentation
+    "expand_max_ratio": Range(1), "color_jitter": _NON_NEGATIVE,
+    # post-processing at evaluation
+    "nms_threshold": _POSITIVE_FRACTION, "min_score": Range(0, 1, high_open=True), "max_boxes": _AT_LEAST_1,
+}
+
+
+def _numbers(value: Any) -> list:
+    """Every number in a value, nested lists flattened (a scalar is a list of one)."""
+    if isinstance(value, list):
+        return [number for item in value for number in _numbers(item)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    """A ConfigError naming ``where``, the value and the allowed range when ``value`` lies outside it."""
+    rule = VALUE_RANGES.get(key)
+    if rule is None:
+        return
+    is_list = isinstance(value, list)
+    if rule.length is not None and is_list and len(value) != rule.length:
+        raise ConfigError(f"{where}: {value!r} has the wrong length; {key} needs exactly {rule.length} entries, "
+                          f"each {rule}")
+    if not all(rule.admits(number) for number in _numbers(value)):
+        raise ConfigError(f"{where}: {value!r} is out of range; {'each entry of ' if is_list else ''}{key} "
+                          f"must be {rule}")
+
+
 def _unknown_key(key: str, config_file: _ConfigFile, flag: bool) -> ConfigError:
     prefix = "--" if flag else ""
+    if key in RETIRED_ZOO_KEYS:
+        return ConfigError(f"{prefix}{key} is a model-zoo key this code does not read ({RETIRED_ZOO_KEYS[key]}); "
+                           "remove it")
     return ConfigError(f"unknown key {prefix}{key} (not in {_display_path(config_file.path)}); the closest valid "
                        f"key is {prefix}{_closest_key(key, config_file.values)}")
 
@@ -404,7 +575,7 @@ def _unknown_key(key: str, config_file: _ConfigFile, flag: bool) -> ConfigError:
 def _validated_override(key: str, value: Any, config_file: _ConfigFile, where: str) -> Any:
     if key not in config_file.values:
         raise _unknown_key(key, config_file, flag=False)
-    value = _coerce(value, config_file.values[key], where)
+    value = _checked_value(key, value, config_file.values[key], where)
     _check_choice(key, value, config_file, where)
     return value
 
@@ -467,7 +638,7 @@ def save_resolved_config(config: Config, path: str | Path) -> Path:
     documents = [values] + ([help_lines] if help_lines or choices else []) + ([choices] if choices else [])
     text = header + yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=120,
                                        default_flow_style=None)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(path)
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
     return path

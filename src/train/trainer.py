@@ -4,13 +4,18 @@ A plain Python loop over a compiled GRAPH_MODE train step (rather than ``Model.t
 the things users need in one readable place: a progress bar with ETA, a per-step CSV, a NaN
 guard that names the step, periodic evaluation keeping ``best_map.ckpt``, and ``--resume``
 that restores weights, optimiser moments, loss-scale state, global step and epoch.
+
+A run never destroys another run's results: it refuses an output folder that holds another run's
+checkpoints or metrics before any data is converted (a ``--resume`` from that folder may continue
+in it), holds a lock on its rank's outputs while it runs, and ``keep_checkpoint_max`` deletes only
+checkpoints the run itself wrote.
 """
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,9 @@ from src.data.mindrecord import ensure_mindrecord_for_rank
 from src.eval.validation import evaluate_on_validation
 from src.model_utils.config import save_resolved_config
 from src.model_utils.device_adapter import ProcessInfo
+from src.model_utils.errors import UsageError
+from src.model_utils.files import remove_stale_temporaries, temporary_path, write_json_atomic
+from src.model_utils.run_lock import RunLock
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd, inference_network
 from src.models.ssd import freeze_backbone
@@ -41,6 +49,10 @@ CHECKPOINT_PREFIX = "ssd"
 BEST_CHECKPOINT = "best_map.ckpt"
 #: The fully resolved config of the run, written beside its checkpoints (load it with --config_path).
 RESOLVED_CONFIG = "config.yaml"
+#: Per-rank training CSV, beside the checkpoint folders (plot_curves.py and the curves read it).
+METRICS_FILE = "metrics_rank{rank}.csv"
+#: Per-rank lock file in output_path: ranks of one job write different files and never block each other.
+LOCK_FILE = ".train_rank{rank}.lock"
 #: New columns go at the end, so scripts that read older files by position keep working.
 METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "img_per_s", "map", "class_loss", "box_loss")
 #: Per-rank record of the img_ids consumed in a run's first epoch: shows how the data was sharded.
@@ -64,18 +76,31 @@ class TrainSummary:
 
 
 class _MetricsLog:
-    """Per-step CSV ``metrics_rank<r>.csv`` (steps from 1); a resumed run drops rows past its restored step."""
+    """Per-step CSV ``metrics_rank<r>.csv`` (steps from 1); a resumed run drops rows past its restored step.
+
+    The kept rows are written to a temporary file renamed over the old one, so a crash at this point
+    loses no rows of the earlier run; new rows are then appended.
+    """
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
-        rows = []
+        self.rows: list[dict] = []
         if resume_step is not None and path.is_file():
             with path.open(newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
-        self.handle = path.open("w", newline="")
+                self.rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
+        partial = temporary_path(path)
+        with partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(partial, path)
+        self.handle = path.open("a", newline="")
         self.writer = csv.DictWriter(self.handle, fieldnames=METRICS_COLUMNS)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
+
+    def best_map(self) -> float | None:
+        """The best mAP among the kept rows: a resumed run replaces best_map.ckpt only with a better one."""
+        maps = [float(row["map"]) for row in self.rows if row.get("map")]
+        return max(maps, default=None)
 
     def write(self, **row: Any) -> None:
         self.writer.writerow({key: row.get(key, "") for key in METRICS_COLUMNS})
@@ -103,8 +128,33 @@ def guard_loss(loss: float, overflow: bool, scale: float, skips: int, dynamic_sc
         + "; training stopped. Lower --lr, check the data, or resume from the last checkpoint with --resume")
 
 
+def check_output_is_free(output: Path, rank: int, resume: str) -> None:
+    """Refuse an output folder holding this rank's checkpoints or metrics of another run.
+
+    Checked before anything is converted, compiled or written: a new run there would rewrite the old
+    run's CSV and mix its checkpoints with the old ones. A run resuming from a checkpoint inside
+    ``output`` continues that run and may write there.
+    """
+    if resume and Path(resume).resolve().is_relative_to(output.resolve()):
+        return
+    checkpoints = sorted((path for path in (output / f"ckpt_{rank}").glob("*.ckpt") if not path.name.startswith(".")),
+                         key=lambda path: path.stat().st_mtime)
+    metrics = output / METRICS_FILE.format(rank=rank)
+    if not checkpoints and not metrics.is_file():
+        return
+    found = f"checkpoints (e.g. {checkpoints[-1]})" if checkpoints else f"metrics ({metrics})"
+    epochs = [path for path in checkpoints if path.name.startswith(f"{CHECKPOINT_PREFIX}-")]
+    fix = (f"pass --resume {epochs[-1]} to continue that run, or a new --output_path" if epochs
+           else "pass a new --output_path")
+    raise UsageError(f"output_path {output} already holds another run's {found}; {fix}")
+
+
 class Trainer:
-    """Owns the network, optimiser and data of one training run."""
+    """Owns the network, optimiser and data of one training run.
+
+    It holds its rank's lock of the output folder from construction to the end of ``fit`` (or to a
+    failed construction).
+    """
 
     def __init__(self, config: Any, process: ProcessInfo, logger: logging.Logger) -> None:
         self.config = config
@@ -112,6 +162,21 @@ class Trainer:
         self.log = logger
         self.output = Path(config.output_path)
         self.checkpoint_dir = self.output / f"ckpt_{process.rank}"
+        self._saved: list[Path] = []  # epoch checkpoints this run wrote, oldest first: the only ones it prunes
+        self._lock = RunLock(self.output / LOCK_FILE.format(rank=process.rank), logger,
+                             fix="pass another --output_path")
+        self._lock.acquire()
+        try:
+            self._set_up()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _set_up(self) -> None:
+        config = self.config
+        check_output_is_free(self.output, self.process.rank, config.resume)
+        for folder in (self.output, self.checkpoint_dir):
+            remove_stale_temporaries(folder, self.log)
         if self._saves_checkpoints():  # the run's recipe beside its checkpoints, every key written out
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             saved = save_resolved_config(config, self.checkpoint_dir / RESOLVED_CONFIG)
@@ -182,15 +247,22 @@ class Trainer:
         return epoch
 
     def fit(self) -> TrainSummary:
+        """Train to epoch_size, then release the output folder's lock (also when training fails)."""
+        try:
+            return self._train()
+        finally:
+            self._lock.release()
+
+    def _train(self) -> TrainSummary:
         config = self.config
         epochs = int(config.epoch_size)
         if self.start_epoch >= epochs:
             raise ValueError(f"nothing to train: the run already reached epoch {self.start_epoch} of "
                              f"epoch_size={epochs}; raise --epoch_size to train longer")
-        metrics = _MetricsLog(self.output / f"metrics_rank{self.process.rank}.csv",
+        metrics = _MetricsLog(self.output / METRICS_FILE.format(rank=self.process.rank),
                               resume_step=self.start_epoch * self.steps_per_epoch if config.resume else None)
         started = time.time()
-        best_map = None
+        best_map = metrics.best_map()
         loss = math.nan
         global_step = self.start_epoch * self.steps_per_epoch
         iterator = self.dataset.create_tuple_iterator(num_epochs=epochs - self.start_epoch)
@@ -262,8 +334,8 @@ class Trainer:
         the loss; this file lets the ranks' shares be compared.
         """
         path = self.output / FIRST_EPOCH_IDS_FILE.format(rank=self.process.rank)
-        path.write_text(json.dumps({"epoch": epoch, "rank": self.process.rank, "group_size": self.process.group_size,
-                                    "img_ids": img_ids}), encoding="utf-8")
+        write_json_atomic({"epoch": epoch, "rank": self.process.rank, "group_size": self.process.group_size,
+                           "img_ids": img_ids}, path)
         self.log.info(f"epoch {epoch}: this rank trained on {len(img_ids)} images "
                       f"({len(set(img_ids))} distinct); their img_ids are in {path}")
 
@@ -298,7 +370,8 @@ class Trainer:
         path = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}-{epoch}_{self.steps_per_epoch}.ckpt"
         save_atomically(self.train_net, path, self._state_dict(epoch))
         self.log.info(f"saved {path} (global step {global_step})")
-        kept = sorted(self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}-*_*.ckpt"), key=lambda p: p.stat().st_mtime)
-        for old in kept[:-int(self.config.keep_checkpoint_max)]:
-            old.unlink()
+        self._saved = [*(saved for saved in self._saved if saved != path), path]
+        keep = int(self.config.keep_checkpoint_max)
+        while keep > 0 and len(self._saved) > keep:  # never a file of an earlier run or of the run resumed
+            self._saved.pop(0).unlink(missing_ok=True)
 

@@ -3,6 +3,10 @@
 MindSpore's own loader silently skips parameters whose names do not fit and only warns; a user
 who passes the checkpoint of another network would then evaluate random weights. Everything here
 compares names and shapes first and raises one error that lists the first mismatches.
+
+``read_checkpoint`` is the one door every ``.ckpt`` comes in by (eval, export, predict, resume,
+--pre_trained, ImageNet backbones): it also refuses a file that is not a checkpoint and one whose
+tensors hold NaN/Inf (a diverged run), which would otherwise evaluate to mAP 0 or train on NaN.
 """
 from __future__ import annotations
 
@@ -11,27 +15,68 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn
 
-from src.model_utils.errors import SSDError
+from src.model_utils.errors import SSDError, wrap_foreign_error
+from src.model_utils.files import temporary_path
 
 #: How many mismatching tensors an error message lists before summarising the rest.
 MAX_LISTED = 8
+#: How many tensor names the NaN/Inf refusal lists.
+MAX_NON_FINITE_LISTED = 3
+_NOT_A_CHECKPOINT_FIX = ("pass a .ckpt written by train.py or mindspore.save_checkpoint (not an .onnx/.mindir file, "
+                         "nor a truncated copy)")
+_NUMPY_FLOATS = (ms.float16, ms.float32, ms.float64)
 
 
 class CheckpointMismatchError(SSDError, ValueError):
     """A checkpoint's parameter names or shapes do not fit the network it is loaded into."""
 
 
+class NonFiniteCheckpointError(SSDError):
+    """A checkpoint whose tensors hold NaN or Inf: the run that wrote it had diverged."""
+
+
 def read_checkpoint(path: str | Path) -> dict[str, ms.Parameter]:
-    """Load a ``.ckpt`` file, with an error that names the file when it is missing or unreadable."""
+    """Load a ``.ckpt`` file; an error names the file when it is missing, not a checkpoint, or holds NaN/Inf."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (check --checkpoint_file_path / --pre_trained / --resume)")
+        raise FileNotFoundError(f"checkpoint not found: {path} "
+                                "(check --checkpoint_file_path / --pre_trained / --resume)")
+    params = _load_file(path)
+    _refuse_non_finite(params, path)
+    return params
+
+
+def _load_file(path: Path) -> dict[str, ms.Parameter]:
+    """MindSpore's loader, its errors wrapped with the file named (its own message may omit it)."""
+    if path.stat().st_size == 0:
+        raise wrap_foreign_error(path, "a MindSpore checkpoint", ValueError("the file is empty"), _NOT_A_CHECKPOINT_FIX)
     try:
         return ms.load_checkpoint(str(path))
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointMismatchError(f"{path} is not a readable MindSpore checkpoint: {error}") from error
+    except (RuntimeError, ValueError, TypeError) as error:
+        # A protobuf file of another kind (an .onnx) parses to no tensors; MindSpore then blames a filter.
+        reason = ValueError("no tensors in it") if "dict is empty" in str(error) else error
+        raise wrap_foreign_error(path, "a MindSpore checkpoint", reason, _NOT_A_CHECKPOINT_FIX) from error
+
+
+def _holds_non_finite(value: object) -> bool:
+    """True for a float tensor with a NaN or Inf; numpy cannot hold bfloat16 or float8, so those are widened first."""
+    if not isinstance(value, ms.Tensor) or value.dtype not in ms.dtype.float_type:
+        return False
+    array = value.asnumpy() if value.dtype in _NUMPY_FLOATS else value.astype(ms.float32).asnumpy()
+    return not np.isfinite(array).all()
+
+
+def _refuse_non_finite(params: dict[str, ms.Parameter], path: Path) -> None:
+    """Raise naming the first tensors with NaN/Inf: loading them gives NaN scores or a NaN loss, silently."""
+    names = [name for name, value in params.items() if _holds_non_finite(value)]
+    if not names:
+        return
+    listed = ", ".join(names[:MAX_NON_FINITE_LISTED]) + (", ..." if len(names) > MAX_NON_FINITE_LISTED else "")
+    raise NonFiniteCheckpointError(f"checkpoint {path}: {len(names)} tensors hold NaN/Inf ({listed}); it is from a "
+                                   f"diverged run, pick an earlier checkpoint")
 
 
 def _describe(problems: list[str], total: int) -> str:
@@ -102,8 +147,7 @@ def save_atomically(cell: nn.Cell, path: str | Path, append_dict: dict | None = 
     """Write a checkpoint under a temporary name and rename it, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # MindSpore appends ".ckpt" to any other name, so the temporary name keeps that suffix.
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.ckpt")
+    partial = temporary_path(path)  # ends in .ckpt: MindSpore appends ".ckpt" to any other name
     ms.save_checkpoint(cell, str(partial), append_dict=append_dict)
     os.replace(partial, path)
     return path
