@@ -567,6 +567,18 @@ def open_mindrecord(path: str | Path, columns: list[str], **options: Any) -> ds.
     return ds.MindDataset(str(path), columns_list=columns, **options)
 
 
+def read_split(config: Any, for_training: bool) -> tuple[list[ImageRecord], ConversionReport]:
+    """The split's records as its reader gives them to the MindRecord writer, and what the reader counted.
+
+    For work that needs the annotations but no MindRecord (a dataset check, a ground truth for
+    results computed elsewhere). The writer's own image check (decode, header size) is not run.
+    """
+    source = _source(config, for_training)
+    source.check(config)
+    report = ConversionReport()
+    return source.read(config.classes, report), report
+
+
 def ground_truth_json(config: Any, as_given: bool = False, convert: bool = True) -> Path:
     """The COCO-format ground truth evaluation scores: built from the same reading as the eval MindRecord
     (so image ids agree, and boxes the conversion dropped or clipped are dropped or clipped there too;
@@ -583,9 +595,7 @@ def ground_truth_json(config: Any, as_given: bool = False, convert: bool = True)
         return source.annotations
     if not convert and find_complete_mindrecord(mindrecord_folder(config), EVAL_PREFIX,
                                                 source.fingerprint(config.classes)) is None:
-        source.check(config)
-        report = ConversionReport()
-        records = source.read(config.classes, report)
+        records, report = read_split(config, for_training=False)
         path = mindrecord_folder(config) / OFFLINE_GROUND_TRUTH_JSON
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(evaluation_ground_truth(source.kind, source.annotations, records, config.classes, report),
