@@ -1,5 +1,8 @@
-"""Evaluate an exported ONNX model with onnxruntime: ``python eval_onnx.py --config_path ...
---file_name ssd.onnx [--device_target CPU|GPU] [--data_path ... --coco_root ...] [--save_detections PATH]``.
+"""Evaluate an exported ONNX model with onnxruntime: ``python eval_onnx.py --file_name ssd.onnx
+[--config_path ...] [--device_target CPU|GPU] [--data_path ... --coco_root ...] [--save_detections PATH]``.
+
+The config is the ssd.onnx.config.yaml export.py wrote beside the file unless --config_path is given
+(which must then agree with it on model_name, num_classes and img_shape).
 
 Same validation images, pre-processing, post-processing and COCO protocol as eval.py, so an ONNX
 file and the checkpoint it was exported from print the same mAP. Any exported batch size works:
@@ -22,10 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     from src.eval.reports import detections_json_path, evaluation_flags, format_report, publish_report
     from src.model_utils.config import parse_args
     from src.model_utils.device_adapter import setup_logger
+    from src.model_utils.run_config import argv_with_model_config, check_model_config
 
     own, config_args = evaluation_flags().parse_known_args(sys.argv[1:] if argv is None else argv)
+    config_args = argv_with_model_config(config_args, "file_name")
     config = parse_args(config_args, description=__doc__)
     logger = setup_logger(config.output_path, 0, "eval_onnx")
+    logger.info(check_model_config(config, config.file_name, config_args))
     from src.deploy.onnx_predictor import check_model_fits_config, create_session, model_batch_size, onnx_predictor
     from src.eval.validation import evaluate_predictor_on_validation
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--result_path is not set; pass the folder of the C++ runner's .bin files, "
                          "e.g. --result_path ascend310_infer/result_Files")
     logger = setup_logger(config.output_path, 0, "postprocess")
-    from src.data.annotations import load_coco_quietly
+    from src.data.coco_reader import load_coco_quietly
     from src.data.mindrecord import ground_truth_json
     from src.eval.offline import evaluate_offline_results
 

@@ -1,8 +1,11 @@
-"""Detect objects in your own images: ``python predict.py --config_path ... --model MODEL --input IMAGES
+"""Detect objects in your own images: ``python predict.py --model MODEL --input IMAGES [--config_path ...]
 [--output_dir DIR] [--exist_ok] [--score_threshold S] [--max_boxes K] [--classes "name,name"] [--draw_threshold D]``.
 
 --model            a train.py checkpoint (.ckpt) or an export.py file (.mindir run by MindSpore,
-                   .onnx run by onnxruntime); the config must be the one it was trained with.
+                   .onnx run by onnxruntime). Its config is found beside it (the config.yaml train.py
+                   writes in the checkpoint folder, the <file>.config.yaml export.py writes beside the
+                   file); --config_path overrides it, and must then agree with it on model_name,
+                   num_classes and img_shape. A model-zoo checkpoint (no config beside it) needs --config_path.
 --input            one or more images, folders (their files, not sub-folders) or quoted glob
                    patterns ('photos/*.jpg'). Non-image and unreadable files are reported and skipped.
 --output_dir       where the drawn images and detections.json go (default <output_path>/predict); never an
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from src.model_utils.device_adapter import start_run
 from src.model_utils.errors import run_entry
+from src.model_utils.run_config import argv_with_model_config, check_model_config
 
 
 def _probability(text: str) -> float:
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     own, config_args = parser.parse_known_args(args)
     if not {"-h", "--help"} & set(config_args) and not (own.model and own.input):
         parser.error("--model and --input are required")
+    config_args = argv_with_model_config(config_args, "model", own.model)
     config, _, logger = start_run(config_args, __doc__, "predict")
+    logger.info(check_model_config(config, own.model, config_args))
     from src.deploy.predict import (FilePredictor, check_output_folder, list_input_files, load_detector,
                                     prediction_options)
 

@@ -18,9 +18,15 @@ from src.model_utils.moxing_adapter import entry_session
 def main(argv: list[str] | None = None) -> int:
     config, process, logger = start_run(argv, __doc__, "train")
     with entry_session(config, process, "train.py"):  # ModelArts: data in before, results out after
+        from src.data.sources import resolve_classes
         from src.train.preflight import check_training_run
 
+        resolve_classes(config)  # classes: [] = from the data; before anything reads classes or num_classes
         check_training_run(config)  # contradictions and missing files stop here, before any conversion
+        if process.rank == 0:  # the cheap part of check_dataset.py: one line, a warning when the anchors fit badly
+            from src.data.dataset_check import log_training_data_check
+
+            log_training_data_check(config)
         if config.only_create_dataset:
             from src.data.mindrecord import ensure_mindrecord_for_rank
 

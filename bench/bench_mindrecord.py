@@ -30,7 +30,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench.bench_data import coco128_or_demo  # noqa: E402
 from bench.machine_info import describe_machine  # noqa: E402
-from src.data.annotations import ConversionReport, read_coco  # noqa: E402
+from src.data.annotations import ConversionReport  # noqa: E402
+from src.data.coco_reader import read_coco  # noqa: E402
 from src.data.mindrecord import write_mindrecord  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
 

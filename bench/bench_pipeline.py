@@ -36,7 +36,8 @@ from bench.bench_data import coco128_or_demo  # noqa: E402
 from bench.machine_info import describe_machine  # noqa: E402
 from src.boxes.anchors import default_boxes_from_config  # noqa: E402
 from src.boxes.coding import BoxCoder  # noqa: E402
-from src.data.annotations import ConversionReport, ImageRecord, read_coco  # noqa: E402
+from src.data.annotations import ConversionReport, ImageRecord  # noqa: E402
+from src.data.coco_reader import read_coco  # noqa: E402
 from src.data.augment import normalise_boxes  # noqa: E402
 from src.data.dataset import create_ssd_dataset  # noqa: E402
 from src.data.mindrecord import write_mindrecord  # noqa: E402

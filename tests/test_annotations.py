@@ -10,7 +10,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from src.data.annotations import (CLIPPED, CORRUPT_IMAGE, CROWD, DROPPED, NO_BOX, UNKNOWN_CLASS, ConversionReport,
-                                  clean_boxes, read_coco, read_txt, read_voc, records_to_coco_dict)
+                                  clean_boxes, records_to_coco_dict)
+from src.data.coco_reader import read_coco
+from src.data.txt_reader import read_txt
+from src.data.voc_reader import read_voc
 from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
 
 SIZE = 64

@@ -211,7 +211,7 @@ def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) ->
     assert all(isinstance(text, str) and text.strip() and "\n" not in text for text in help_doc.values())
     assert all(cfg.help(key) == help_doc[key] for key in keys)
     assert choices["device_target"] == ["Ascend", "GPU", "CPU"]
-    assert choices["dataset"] == ["coco", "voc", "other"]
+    assert choices["dataset"] == ["coco", "voc", "other", "yolo"]
     assert choices["freeze_layer"] == ["None", "backbone"]
     for key, value in values.items():
         if isinstance(value, str):
@@ -432,7 +432,7 @@ def test_wrong_type_is_one_error_naming_the_key(capsys, argv: list[str], named: 
 
 def test_value_outside_choices_is_an_error(capsys) -> None:
     err = _cli_error(capsys, ["--dataset", "cocoo"])
-    assert "--dataset" in err and "'cocoo'" in err and "['coco', 'voc', 'other']" in err
+    assert "--dataset" in err and "'cocoo'" in err and "['coco', 'voc', 'other', 'yolo']" in err
     err = _cli_error(capsys, ["--device_target=TPU"])
     assert "--device_target" in err and "Ascend" in err
 

@@ -14,7 +14,10 @@ from PIL import Image
 
 from src.data.annotations import (BAD_IMAGE_ENTRY, BAD_NUMBER, CHANGES_KEY, CLIPPED, CROWD, DROPPED, DUPLICATE_FILE,
                                   DUPLICATE_ID, EXIF_ROTATED, NO_BOX, SIZE_MISMATCH, UNKNOWN_CATEGORY, UNKNOWN_IMAGE_ID,
-                                  AnnotationError, ConversionReport, coco_ground_truth, read_coco, read_txt, read_voc)
+                                  AnnotationError, ConversionReport)
+from src.data.coco_reader import coco_ground_truth, read_coco
+from src.data.txt_reader import read_txt
+from src.data.voc_reader import read_voc
 from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
 from src.data.mindrecord import EVAL_PREFIX, GROUND_TRUTH_JSON, ensure_mindrecord, ground_truth_json, write_mindrecord
 from src.eval.coco import coco_evaluate

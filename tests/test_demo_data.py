@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.data.annotations import ConversionReport, read_coco
+from src.data.annotations import ConversionReport
+from src.data.coco_reader import read_coco
 from src.data.demo_data import COCO_SHAPE_NAMES, DEMO_CLASSES, MAX_IOU, MAX_STRETCH, generate_demo_dataset
 from src.model_utils.config import load_config
 

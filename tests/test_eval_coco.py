@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from src.data.annotations import load_coco_quietly
+from src.data.coco_reader import load_coco_quietly
 from src.eval.coco import CocoResultWriter, category_ids_by_name, coco_evaluate, evaluate_detector
 from src.eval.postprocess import CANDIDATES_PER_DETECTION, NMS_WINDOW, Detections, batched_nms, postprocess_image
 from src.eval.reports import PER_CLASS_CSV_COLUMNS, format_report, write_per_class_csv

@@ -120,7 +120,8 @@ def test_air_is_refused_on_cpu_before_any_work(tmp_path):
 
 def test_checkpoint_of_another_network_is_refused(checkpoints, tmp_path):
     config = load_config(CONFIGS["ssd300"])
-    with pytest.raises(CheckpointMismatchError, match="does not fit this network"):
+    with pytest.raises(CheckpointMismatchError, match="holds the weights of ssd_mobilenet_v1_fpn but the config builds "
+                                                      "ssd300"):
         export_inference_model(config, checkpoints["ssd_mobilenet_v1_fpn"], "ONNX", 1, tmp_path / "ssd")
     assert not list(tmp_path.iterdir())
 

@@ -19,7 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from src.data.annotations import load_coco_quietly
+from src.data.coco_reader import load_coco_quietly
 from src.eval.coco import CocoResultWriter, category_ids_by_name
 from src.eval.offline import evaluate_offline_results
 from src.eval.postprocess import Detections

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.data.annotations import CORRUPT_IMAGE, ConversionReport, read_coco, read_txt
+from src.data.annotations import CORRUPT_IMAGE, ConversionReport
+from src.data.coco_reader import read_coco
+from src.data.txt_reader import read_txt
 from src.data.demo_data import DEMO_CLASSES, generate_demo_dataset
 from src.data.mindrecord import (EVAL_PREFIX, GROUND_TRUTH_JSON, PADDING_ROW, TRAIN_PREFIX, _conversion_lock,
                                  ensure_mindrecord, find_complete_mindrecord, ground_truth_json, strip_padding_rows,

@@ -176,8 +176,8 @@ def test_config_keys_that_shape_records_rebuild_and_others_do_not(demo, tmp_path
     stamp = _marker(config).stat().st_mtime_ns
     assert ensure_mindrecord(_config(tmp_path, img_shape=[320, 320]), for_training=True) == path
     assert _marker(config).stat().st_mtime_ns == stamp and not _rebuilds(ssd_log)
-    renamed = ["background", "circle", "square", "triangle", "cross"]  # label 4's name no longer in the json
-    ensure_mindrecord(_config(tmp_path, classes=renamed), for_training=True)
+    reordered = ["background", "square", "circle", "triangle", "plus"]  # labels 1 and 2 swap (a rename is an error)
+    ensure_mindrecord(_config(tmp_path, classes=reordered), for_training=True)
     assert _rebuilds(ssd_log) == ["config key classes changed"]
     ssd_log.clear()
     ensure_mindrecord(_config(tmp_path, dataset="other", image_dir="demo/txt", anno_path="demo/txt/train.txt"),

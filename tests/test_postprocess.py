@@ -28,7 +28,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
-from src.data.annotations import load_coco_quietly
+from src.data.coco_reader import load_coco_quietly
 from src.data.dataset import create_ssd_dataset
 from src.data.mindrecord import ensure_mindrecord, ground_truth_json
 from src.deploy.onnx_predictor import OnnxModelError, create_session

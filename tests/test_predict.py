@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.data.annotations import load_coco_quietly
+from src.data.coco_reader import load_coco_quietly
 from src.deploy.drawing import class_colour, draw_detections, label_origin, text_colour
 from src.deploy.predict import (DEFAULT_DRAW_THRESHOLD, Detector, FilePredictor, PredictError, UnreadableImageError,
                                 above, eval_preprocessor, list_input_files, load_detector, output_image_path,

@@ -25,7 +25,6 @@ padding row of -1; readers keep only rows with class_index >= 1 (`strip_padding_
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -43,8 +41,8 @@ import numpy as np
 from mindspore.mindrecord import FileWriter
 from tqdm import tqdm
 
-from src.data.annotations import (CORRUPT_IMAGE, ConversionReport, ImageRecord, check_image_bytes,
-                                  evaluation_ground_truth, read_coco, read_txt, read_voc)
+from src.data.annotations import CORRUPT_IMAGE, ConversionReport, ImageRecord, check_image_bytes
+from src.data.sources import DataSource, data_source, evaluation_ground_truth
 from src.model_utils.errors import SSDError, wrap_foreign_error
 from src.model_utils.files import write_json_atomic
 from src.model_utils.run_lock import pid_alive
@@ -149,7 +147,7 @@ def _source_problem(info: dict, source: dict) -> str | None:
 def conversion_status(out_dir: Path, prefix: str, source: dict | None = None) -> tuple[Path | None, str]:
     """(shard 0, "") when the conversion `out_dir/<prefix>*` can be used, else (None, why not).
 
-    With `source` (a `_Source.fingerprint`) the marker must be of this code's version and record
+    With `source` (a `DataSource.fingerprint`) the marker must be of this code's version and record
     that same fingerprint, and the images it lists must be unchanged. Without it (the source data is
     gone, nothing to compare) an older marker is still accepted as it was before fingerprints; the
     files it lists must exist and, when it records sizes, have them.
@@ -186,7 +184,7 @@ def _remove_untrusted(out_dir: Path, prefix: str) -> None:
                 path.unlink()
 
 
-def _checked_bytes(path: Path) -> bytes | None:
+def checked_image_bytes(path: Path) -> bytes | None:
     """The raw file bytes if the image decodes, else None.
 
     A 1/8-scale greyscale decode is the cheap check: it reads the whole JPEG stream (so truncated
@@ -238,7 +236,7 @@ def _write_shards(candidates: Sequence[ImageRecord], partial: Path, prefix: str,
         for start in range(0, len(candidates), chunk):
             batch = candidates[start:start + chunk]
             rows = []
-            for record, data in zip(batch, pool.map(_checked_bytes, [r.image_path for r in batch])):
+            for record, data in zip(batch, pool.map(checked_image_bytes, [r.image_path for r in batch])):
                 if check_image_bytes(record, data, report):  # decoded, and of the annotated size
                     rows.append(_row(record, data))
                     written.append(record)
@@ -312,102 +310,9 @@ def write_mindrecord(records: Sequence[ImageRecord], out_dir: Path, prefix: str,
 
 # ---- orchestration from a config -------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Source:
-    """Where one split's annotations and images are, and which config keys to fix when they are not."""
-
-    kind: str  # coco | voc | other
-    annotations: Path  # COCO json, VOC split folder, or txt file
-    images: Path
-    keys: str
-
-    def check(self, config: Any) -> None:
-        """One clear error naming the missing path and the keys that locate it."""
-        found = self.annotations.is_dir() if self.kind == "voc" else self.annotations.is_file()
-        if not found:
-            what = {"coco": "COCO annotation file", "voc": "VOC split folder", "other": "annotation list"}[self.kind]
-            raise FileNotFoundError(f"{what} {self.annotations} not found; set the config keys {self.keys} "
-                                    f"(data_path is {config.data_path!r})")
-        if not self.images.is_dir():
-            raise FileNotFoundError(f"image folder {self.images} not found; set the config keys {self.keys} "
-                                    f"(data_path is {config.data_path!r})")
-
-    def fingerprint(self, classes: Sequence[str]) -> dict:
-        """What the conversion depends on besides the images; a different value means a rebuild.
-
-        These are all the config keys the conversion reads: the dataset kind, the paths (resolved,
-        so that ./data and /abs/data name the same source) and the class list, which maps names to
-        labels. img_shape, num_classes and the augmentation keys do not shape the records (they
-        store the image file bytes and pixel boxes) and so do not force a rebuild.
-        """
-        if self.annotations.is_dir():
-            files = list(self.annotations.glob("*.xml")) + list(self.annotations.glob("Annotations/*.xml"))
-        else:
-            files = [self.annotations]
-        return {"dataset": self.kind, "annotations": str(self.annotations.resolve()),
-                "images": str(self.images.resolve()), "classes": [str(name) for name in classes],
-                "annotation_sha256": _sha256_of_files(files, self.annotations)}
-
-    def image_paths(self, records: Sequence[ImageRecord]) -> list[Path]:
-        """Every image the annotations name: the records' ones, and for a txt list also those the
-        reader skipped as unreadable (they have no record), so fixing one of them rebuilds too."""
-        if self.kind != "other":
-            return [record.image_path for record in records]
-        lines = self.annotations.read_text(encoding="utf-8").splitlines()
-        return [self.images / line.split()[0] for line in lines if line.split()]
-
-    def read(self, classes: Sequence[str], report: ConversionReport) -> list[ImageRecord]:
-        """All images of the split through the reader of its format."""
-        if self.kind == "coco":
-            return read_coco(self.annotations, self.images, classes, report)
-        if self.kind == "voc":
-            return read_voc(self.annotations, classes, report)
-        return read_txt(self.annotations, self.images, classes, report)
-
-
-def _sha256_of_files(paths: Sequence[Path], root: Path) -> str:
-    """sha256 over each file's name (relative to `root`) and streamed content hash, in name order.
-
-    One file is hashed the same way, so a COCO json, a txt list and a VOC folder of xml files all
-    give one value that changes with any edit, whether or not it changes a file's size.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        with open(path, "rb") as handle:
-            content = hashlib.file_digest(handle, "sha256").hexdigest()
-        name = path.relative_to(root) if root.is_dir() else path.name
-        digest.update(f"{name}\0{content}\n".encode("utf-8"))
-    return digest.hexdigest()
-
-
 def mindrecord_folder(config: Any) -> Path:
     """`mindrecord_dir` if absolute, else `<data_path>/<mindrecord_dir>`."""
     return Path(config.data_path) / config.mindrecord_dir
-
-
-def _source(config: Any, for_training: bool) -> _Source:
-    """The split's source per config.dataset; absolute roots are used as they are."""
-    data_path = Path(config.data_path)
-    if config.dataset == "coco":
-        split = config.train_data_type if for_training else config.val_data_type
-        coco_root = data_path / config.coco_root
-        split_key = "train_data_type" if for_training else "val_data_type"
-        return _Source("coco", coco_root / config.instances_set.format(split), coco_root / split,
-                       f"coco_root={config.coco_root!r}, instances_set={config.instances_set!r}, "
-                       f"{split_key}={split!r}")
-    if config.dataset == "voc":
-        folder = data_path / config.voc_root / ("train" if for_training else "eval")
-        return _Source("voc", folder, folder, f"voc_root={config.voc_root!r} (a folder with train/ and eval/)")
-    image_key, anno_key = "image_dir", "anno_path"
-    if not for_training:
-        image_key = "val_image_dir" if config.val_image_dir else image_key
-        anno_key = "val_anno_path" if config.val_anno_path else anno_key
-    image_dir, anno_path = getattr(config, image_key), getattr(config, anno_key)
-    if not anno_path:
-        raise ValueError(f"dataset {config.dataset!r} reads a text annotation list: set config key {anno_key} "
-                         f"(and {image_key}), or choose dataset coco or voc")
-    return _Source("other", data_path / anno_path, data_path / image_dir,
-                   f"{anno_key}={anno_path!r}, {image_key}={image_dir!r}")
 
 
 @contextlib.contextmanager
@@ -432,7 +337,7 @@ def _conversion_lock(out_dir: Path, prefix: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _conversion_without_source(config: Any, source: _Source, out_dir: Path, prefix: str) -> Path | None:
+def _conversion_without_source(config: Any, source: DataSource, out_dir: Path, prefix: str) -> Path | None:
     """None while the source data exists (it then decides what is current); without it, the complete
     conversion to use instead, or the missing-source error when there is none."""
     try:
@@ -457,7 +362,7 @@ def ensure_mindrecord(config: Any, for_training: bool) -> Path:
     """
     out_dir = mindrecord_folder(config)
     prefix = TRAIN_PREFIX if for_training else EVAL_PREFIX
-    source = _source(config, for_training)
+    source = data_source(config, for_training)
     existing = _conversion_without_source(config, source, out_dir, prefix)
     if existing is not None:
         return existing
@@ -492,7 +397,7 @@ def wait_for_mindrecord(config: Any, for_training: bool, timeout: float = RANK_W
     """
     out_dir = mindrecord_folder(config)
     prefix = TRAIN_PREFIX if for_training else EVAL_PREFIX
-    source = _source(config, for_training)
+    source = data_source(config, for_training)
     existing = _conversion_without_source(config, source, out_dir, prefix)
     if existing is not None:
         return existing
@@ -573,7 +478,7 @@ def read_split(config: Any, for_training: bool) -> tuple[list[ImageRecord], Conv
     For work that needs the annotations but no MindRecord (a dataset check, a ground truth for
     results computed elsewhere). The writer's own image check (decode, header size) is not run.
     """
-    source = _source(config, for_training)
+    source = data_source(config, for_training)
     source.check(config)
     report = ConversionReport()
     return source.read(config.classes, report), report
@@ -589,7 +494,7 @@ def ground_truth_json(config: Any, as_given: bool = False, convert: bool = True)
     read the image files themselves, possibly on another machine): a finished eval conversion's
     ground truth when there is one, else the reader's cleaning alone (bad numbers, boxes outside the
     image, duplicates), without converting or decoding any image."""
-    source = _source(config, for_training=False)
+    source = data_source(config, for_training=False)
     if source.kind == "coco" and as_given:
         source.check(config)
         return source.annotations
@@ -608,7 +513,7 @@ def ground_truth_json(config: Any, as_given: bool = False, convert: bool = True)
         report = ConversionReport()
         records = source.read(config.classes, report)
         for record in records:  # the writer's check again (rare: the json was deleted), so the same images are out
-            check_image_bytes(record, _checked_bytes(record.image_path), report)
+            check_image_bytes(record, checked_image_bytes(record.image_path), report)
         write_json_atomic(evaluation_ground_truth(source.kind, source.annotations, records, config.classes, report),
                           path)
     return path
@@ -623,7 +528,7 @@ def check_split_data(config: Any, for_training: bool) -> None:
     except that COCO evaluation always reads its instances json, and VOC/txt evaluation then needs the
     ground truth written beside the eval MindRecord.
     """
-    source = _source(config, for_training)
+    source = data_source(config, for_training)
     try:
         source.check(config)
     except FileNotFoundError:

@@ -64,7 +64,7 @@ def export_inference_model(config: Any, checkpoint_path: str | Path | None, file
     _check_request(config, file_format, batch_size)
     infer_net = inference_network(config)
     if checkpoint_path:
-        load_network_weights(checkpoint_path, infer_net)
+        load_network_weights(checkpoint_path, infer_net, config=config)
     infer_net.set_train(False)
     height, width = config.img_shape
     example = ms.Tensor(np.zeros((int(batch_size), 3, int(height), int(width)), dtype=np.float32))

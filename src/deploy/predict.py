@@ -135,7 +135,7 @@ def _checkpoint_detector(path: Path, config: Any, batch_size: int) -> Detector:
     from src.weights.checkpoint import load_network_weights
 
     infer_net = inference_network(config)
-    load_network_weights(path, infer_net)
+    load_network_weights(path, infer_net, config=config)
     infer_net.set_train(False)
     return Detector(predictor(infer_net), batch_size, f"MindSpore ({config.model_name} checkpoint)")
 
@@ -299,7 +299,7 @@ def annotation_lookup(config: Any, log: logging.Logger) -> tuple[ImageIds, np.nd
         log.info("no annotation file of the config's eval split found: image_id is a running number and "
                  "category_id the training class index")
         return ImageIds({}), class_indices
-    from src.data.annotations import load_coco_quietly
+    from src.data.coco_reader import load_coco_quietly
 
     coco = load_coco_quietly(gt_json)
     image_ids = ImageIds({Path(img["file_name"]).name: int(img["id"]) for img in coco.dataset["images"]})

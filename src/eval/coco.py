@@ -27,7 +27,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from src.data.annotations import describe_ground_truth_changes, load_coco_quietly
+from src.data.annotations import describe_ground_truth_changes
+from src.data.coco_reader import load_coco_quietly
 from src.eval.postprocess import Detections, check_outputs, postprocess_with_config
 
 #: Categories COCOeval evaluates per pass (see _evaluate_by_category_groups): bounds its memory.

@@ -536,7 +536,7 @@ VALUE_RANGES: dict[str, Range] = {
     # loss: matching and focal loss
     "match_threshold": _POSITIVE_FRACTION, "gamma": _NON_NEGATIVE, "alpha": _FRACTION,
     # augmentation
-    "expand_max_ratio": Range(1), "color_jitter": _NON_NEGATIVE,
+    "expand_max_ratio": Range(1), "color_jitter": _NON_NEGATIVE, "val_fraction": Range(0, 1, high_open=True),
     # post-processing at evaluation
     "nms_threshold": _POSITIVE_FRACTION, "min_score": Range(0, 1, high_open=True), "max_boxes": _AT_LEAST_1,
 }
@@ -645,7 +645,11 @@ def save_resolved_config(config: Config, path: str | Path) -> Path:
 
 
 def _check_class_count(config: Config, context: str) -> None:
-    """num_classes sizes the network and classes maps names to labels: they must describe the same set."""
+    """num_classes sizes the network and classes maps names to labels: they must describe the same set.
+
+    ``classes: []`` leaves both to the dataset: ``src.data.sources.resolve_classes`` sets them."""
+    if config.get("classes") == []:
+        return
     if "classes" in config and "num_classes" in config and len(config.classes) != config.num_classes:
         raise ConfigError(f"{context}: num_classes is {config.num_classes} but classes lists "
                           f"{len(config.classes)} names; make num_classes equal len(classes) (background included)")
@@ -705,6 +709,12 @@ def command_line_keys(argv: Sequence[str] | None = None) -> set[str]:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     return {key for key, _ in _pair_tokens(args)} - {"help"}
+
+
+def command_line_value(argv: Sequence[str], key: str) -> str | None:
+    """The raw value of ``--key`` on the command line (the last one given), None when it is not there."""
+    values = [raw for name, raw in _pair_tokens(list(argv)) if name == key]
+    return values[-1] if values else None
 
 
 def _pair_tokens(args: list[str]) -> list[tuple[str, str | None]]:

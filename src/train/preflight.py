@@ -44,6 +44,9 @@ def _check_contradictions(config: Any) -> None:
                          "run restores all its weights from --resume, so drop --pre_trained (or drop --resume to "
                          "start a new schedule from the pre-trained weights)")
     if not config.pre_trained:
+        if config.get("finetune", False):
+            raise UsageError("--finetune True needs --pre_trained: it fine-tunes that checkpoint to this config's "
+                             "classes, and none is set; give --pre_trained <ckpt> or set --finetune False")
         if config.filter_weight:
             raise UsageError("--filter_weight True needs --pre_trained: it drops checkpoint_filter_list from the "
                              "pre-trained checkpoint, and none is set; give --pre_trained <ckpt> or set "

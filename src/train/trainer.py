@@ -32,9 +32,10 @@ from src.model_utils.config import save_resolved_config
 from src.model_utils.device_adapter import ProcessInfo
 from src.model_utils.errors import UsageError
 from src.model_utils.files import remove_stale_temporaries, temporary_path, write_json_atomic
+from src.model_utils.run_config import RUN_CONFIG_NAME
 from src.model_utils.run_lock import RunLock
 from src.models.init_weights import init_network_weights
-from src.models.registry import build_ssd, inference_network
+from src.models.registry import build_ssd, inference_network, network_record
 from src.models.ssd import freeze_backbone
 from src.train.curves import CURVES_FILE, draw_curves_after_training
 from src.train.loss import SSDWithLossCell
@@ -47,8 +48,8 @@ from src.weights.pretrained import load_backbone_weights
 MAX_OVERFLOW_SKIPS = 32
 CHECKPOINT_PREFIX = "ssd"
 BEST_CHECKPOINT = "best_map.ckpt"
-#: The fully resolved config of the run, written beside its checkpoints (load it with --config_path).
-RESOLVED_CONFIG = "config.yaml"
+#: The fully resolved config of the run, written beside its checkpoints (eval, predict and export find it there).
+RESOLVED_CONFIG = RUN_CONFIG_NAME
 #: Per-rank training CSV, beside the checkpoint folders (plot_curves.py and the curves read it).
 METRICS_FILE = "metrics_rank{rank}.csv"
 #: Per-rank lock file in output_path: ranks of one job write different files and never block each other.
@@ -149,6 +150,19 @@ def check_output_is_free(output: Path, rank: int, resume: str) -> None:
     raise UsageError(f"output_path {output} already holds another run's {found}; {fix}")
 
 
+def fill_finetune_filter(config: Any) -> None:
+    """``finetune``: set ``filter_weight`` and ``checkpoint_filter_list`` to the network's class-dependent tensors.
+
+    One switch instead of a hand-written list per network: the registry record knows which tensors
+    have a shape that follows num_classes. The box regression heads stay loaded (the model zoo's
+    default list drops them too; users who set their own list with filter_weight keep that).
+    A model-zoo config file without the key does not fine-tune.
+    """
+    if config.get("finetune", False):
+        config.filter_weight = True
+        config.checkpoint_filter_list = list(network_record(config.model_name).class_tensors)
+
+
 class Trainer:
     """Owns the network, optimiser and data of one training run.
 
@@ -177,6 +191,7 @@ class Trainer:
         check_output_is_free(self.output, self.process.rank, config.resume)
         for folder in (self.output, self.checkpoint_dir):
             remove_stale_temporaries(folder, self.log)
+        fill_finetune_filter(config)  # before the config is saved: the saved file says what was dropped
         if self._saves_checkpoints():  # the run's recipe beside its checkpoints, every key written out
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             saved = save_resolved_config(config, self.checkpoint_dir / RESOLVED_CONFIG)
@@ -224,9 +239,8 @@ class Trainer:
         if not config.pre_trained:
             return 0
         drop = list(config.checkpoint_filter_list) if config.filter_weight else []
-        dropped = load_network_weights(config.pre_trained, self.loss_net, drop=drop)
-        self.log.info(f"loaded {config.pre_trained}; left at initial values: {len(dropped)} tensors "
-                      f"matching {drop}" if dropped else f"loaded {config.pre_trained}")
+        report = load_network_weights(config.pre_trained, self.loss_net, drop=drop, config=config)
+        self.log.info(f"pre_trained: {report.summary()}")
         return int(config.pre_trained_epoch_size)
 
     def _restore(self, path: str) -> int:

@@ -7,12 +7,20 @@ compares names and shapes first and raises one error that lists the first mismat
 ``read_checkpoint`` is the one door every ``.ckpt`` comes in by (eval, export, predict, resume,
 --pre_trained, ImageNet backbones): it also refuses a file that is not a checkpoint and one whose
 tensors hold NaN/Inf (a diverged run), which would otherwise evaluate to mAP 0 or train on NaN.
+
+Given the run's config, ``load_network_weights`` first says in one line what the usual mismatches
+are: a checkpoint of another network (found by its tensor names among the registry's networks) or
+one trained for another class count (read from the shapes of the network's class tensors, which
+the registry record names). ``drop`` entries are the model zoo's name fragments or fnmatch patterns
+(the registry's ``class_tensors``, which ``--finetune True`` fills in).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import mindspore as ms
 import numpy as np
@@ -20,6 +28,7 @@ from mindspore import nn
 
 from src.model_utils.errors import SSDError, wrap_foreign_error
 from src.model_utils.files import temporary_path
+from src.models.registry import NETWORKS, NetworkRecord, build_ssd, network_record
 
 #: How many mismatching tensors an error message lists before summarising the rest.
 MAX_LISTED = 8
@@ -110,21 +119,113 @@ def check_fits(params: dict[str, ms.Parameter], cell: nn.Cell, path: str | Path,
         + _describe(problems, len(problems)))
 
 
-def load_network_weights(path: str | Path, cell: nn.Cell, prefix: str = "network.",
-                         drop: Sequence[str] = ()) -> list[str]:
+@dataclass
+class PartialLoad:
+    """What ``load_network_weights`` loaded: the training log's "loaded K of N tensors" line."""
+
+    path: str
+    total: int
+    dropped: list[str]
+    new: list[str]
+    patterns: list[str]
+
+    def summary(self) -> str:
+        """One line; the dropped tensors by the patterns that dropped them, the new ones by name."""
+        line = f"loaded {self.total - len(self.new)} of {self.total} tensors from {self.path}"
+        if not self.dropped:
+            return line
+        return (f"{line}, dropped: {len(self.dropped)} tensors matching {', '.join(self.patterns)}, "
+                f"new: {_listed(self.new)}")
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f" ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "") if names else "none"
+
+
+def matches_drop(name: str, drop: Sequence[str]) -> bool:
+    """True when an entry of ``drop`` names ``name``: an fnmatch pattern (has * ? [) or else a name fragment."""
+    return any(fnmatchcase(name, key) if any(c in key for c in "*?[") else key in name for key in drop)
+
+
+def load_network_weights(path: str | Path, cell: nn.Cell, prefix: str = "network.", drop: Sequence[str] = (),
+                         config: Any = None) -> PartialLoad:
     """Load the ``prefix`` tensors of a checkpoint into ``cell`` after checking they fit.
 
-    ``drop`` lists substrings (the model zoo's ``checkpoint_filter_list``) of tensors to leave at
-    their initial values, e.g. the class heads when fine-tuning to another number of classes.
-    Returns the names that were dropped.
+    ``drop`` lists tensors to leave at their initial values (``matches_drop``), e.g. the class heads
+    when fine-tuning to another number of classes. With the run's ``config`` a checkpoint of another
+    network or class count is refused in one line naming both. Returns what was loaded and dropped.
     """
     params = read_checkpoint(path)
-    dropped = [name for name in params if any(key in name for key in drop)]
+    if config is not None:
+        check_same_network(params, cell, path, config, prefix)
+    dropped = [name for name in params if matches_drop(name, drop)]
     for name in dropped:
         del params[name]
+    if config is not None:
+        check_class_count(params, cell, path, config)
     check_fits(params, cell, path, prefix, allow_missing=dropped)
     ms.load_param_into_net(cell, {n: p for n, p in params.items() if n.startswith(prefix)}, strict_load=True)
-    return dropped
+    names = [p.name for p in cell.get_parameters() if p.name.startswith(prefix)]
+    new = [name for name in names if name not in params]
+    return PartialLoad(str(path), len(names), dropped, new, [key for key in drop if any(
+        matches_drop(name, [key]) for name in dropped)])
+
+
+def _network_names(cell: nn.Cell, prefix: str) -> set[str]:
+    return {p.name for p in cell.get_parameters() if p.name.startswith(prefix)}
+
+
+def check_same_network(params: dict[str, ms.Parameter], cell: nn.Cell, path: str | Path, config: Any,
+                       prefix: str = "network.") -> None:
+    """Raise naming both networks when the checkpoint's tensor names are those of another registry network.
+
+    Only when the names differ from ``cell``'s: the other networks are then built (from their CPU
+    configs) to find the one whose names the checkpoint has; a checkpoint of none keeps
+    ``check_fits``' detailed list.
+    """
+    given = {name for name in params if name.startswith(prefix)}
+    if given <= _network_names(cell, prefix):
+        return
+    for name, record in NETWORKS.items():
+        if name != config.model_name and given == _record_tensor_names(record):
+            raise CheckpointMismatchError(f"{path} holds the weights of {name} but the config builds "
+                                          f"{config.model_name}; pass a {config.model_name} checkpoint, or the "
+                                          f"config of {name} (--config_path {record.config_path.name} or its run's "
+                                          "config.yaml)")
+
+
+def _record_tensor_names(record: NetworkRecord) -> set[str]:
+    """The ``network.*`` names of a registry network (built from its CPU config: names do not depend on it)."""
+    from src.model_utils.config import load_config  # only on this error path
+
+    return {f"network.{name}" for name, _ in build_ssd(load_config(record.cpu_config_path)).parameters_and_names()}
+
+
+def checkpoint_class_count(params: dict[str, ms.Parameter], cell: nn.Cell, config: Any) -> int | None:
+    """The class count a checkpoint was trained for, from its class tensors (None when it has none of them).
+
+    A class tensor's leading dimension is anchors per location x num_classes; the network built
+    from ``config`` gives the anchors per location of the same tensor.
+    """
+    patterns = network_record(config.model_name).class_tensors
+    shapes = {p.name: tuple(p.shape) for p in cell.get_parameters()}
+    for name, value in params.items():
+        if name in shapes and any(fnmatchcase(name, pattern) for pattern in patterns):
+            anchors = shapes[name][0] // int(config.num_classes)
+            return int(value.shape[0]) // anchors if anchors and value.shape[0] % anchors == 0 else None
+    return None
+
+
+def check_class_count(params: dict[str, ms.Parameter], cell: nn.Cell, path: str | Path, config: Any) -> None:
+    """Raise in one line when the checkpoint was trained for another class count than ``config.num_classes``."""
+    trained = checkpoint_class_count(params, cell, config)
+    if trained is None or trained == int(config.num_classes):
+        return
+    raise CheckpointMismatchError(f"{path} was trained for {trained} classes (background included) but the config "
+                                  f"has num_classes {config.num_classes}; pass the config it was trained with "
+                                  "(--config_path), or to train from it for other classes --pre_trained it with "
+                                  "--finetune True")
 
 
 def load_train_state(params: dict[str, ms.Parameter], train_net: nn.Cell, path: str | Path) -> None:
