@@ -8,10 +8,12 @@ What a user with a small data set of their own does, with the project's own comm
 1. a deterministic split of the one coco128 folder: image ids sorted, every fourth image to
    validation (96 / 32 of 128), written as two COCO folders (``train2017``/``val2017`` of
    symbolic links and their ``instances_*.json``) under ``--work``;
-2. torchvision's ImageNet MobileNetV2 converted once (to ``--backbone``, default in ``--work``) by
+2. ``check_dataset.py`` on the training split (its summary and anchor-coverage lines are printed;
+   the report is in ``<run>/dataset_check/``);
+3. torchvision's ImageNet MobileNetV2 converted once (to ``--backbone``, default in ``--work``) by
    ``convert_torchvision_backbone.py`` (offline: the weights come from an installed package);
-3. ``train.py`` with ``config/ssd300_config_cpu.yaml``, the backbone and ``--epochs``;
-4. ``eval.py --checkpoint_file_path <last checkpoint>`` without ``--config_path``: the run's
+4. ``train.py`` with ``config/ssd300_config_cpu.yaml``, the backbone and ``--epochs``;
+5. ``eval.py --checkpoint_file_path <last checkpoint>`` without ``--config_path``: the run's
    config.yaml beside the checkpoint is found.
 
 Prints the machine, the COCO AP and AP50 on the 32 validation images and the wall time of each
@@ -98,12 +100,15 @@ def main() -> int:
         sys.exit(f"{run_dir} exists (an earlier bench run); remove it or pass another --work")
     num_train, num_val = split_coco(args.coco128, args.work / "coco128", args.images)
     print(f"split: {num_train} train / {num_val} val images (every {VAL_EVERY}th by image id to val)", flush=True)
+    data_args = ["--config_path", str(CONFIG), "--data_path", str(args.work), "--coco_root", "coco128",
+                 "--mindrecord_dir", f"MindRecord_{args.images}", "--output_path", str(run_dir)]
+    check, _ = run("check_dataset.py", "check_dataset.py", *data_args)
+    print("\n".join(line.split("] ", 1)[-1] for line in check.splitlines()
+                    if "dataset check" in line or "anchor coverage" in line), flush=True)
     if not args.backbone.is_file():
         run("backbone conversion", "convert_torchvision_backbone.py", "--output", str(args.backbone))
     _, train_seconds = run(
-        f"train.py ({args.epochs} epochs)", "train.py", "--config_path", str(CONFIG), "--data_path", str(args.work),
-        "--coco_root", "coco128", "--mindrecord_dir", f"MindRecord_{args.images}", "--output_path", str(run_dir),
-        "--epoch_size", str(args.epochs), "--save_checkpoint_epochs", str(args.epochs), "--run_eval", "False",
+        f"train.py ({args.epochs} epochs)", "train.py", *data_args, "--epoch_size", str(args.epochs), "--save_checkpoint_epochs", str(args.epochs), "--run_eval", "False",
         "--feature_extractor_base_param", str(args.backbone.resolve()), *RECIPE)
     checkpoint = next((run_dir / "ckpt_0").glob(f"ssd-{args.epochs}_*.ckpt"))
     output, eval_seconds = run("eval.py (checkpoint only)", "eval.py", "--checkpoint_file_path", str(checkpoint))
