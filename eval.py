@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from src.eval.reports import evaluation_flags
+from src.eval.reports import detections_json_path, evaluation_flags
 from src.model_utils.device_adapter import start_run
 from src.model_utils.errors import UsageError, run_entry
 from src.model_utils.moxing_adapter import entry_session
@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if not config.checkpoint_file_path:
         raise UsageError("--checkpoint_file_path is not set; pass the checkpoint to evaluate, "
                          "e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
+    results_json = detections_json_path(own.save_detections, config.output_path, "eval")  # refused before any work
     logger.info(check_model_config(config, config.checkpoint_file_path, config_args))
     with entry_session(config, process, "eval.py"):  # ModelArts: data in before, results out after
         from src.data.sources import resolve_classes
-        from src.eval.reports import detections_json_path, format_report, publish_report
+        from src.eval.reports import format_report, publish_report
         from src.eval.validation import evaluate_on_validation
         from src.models.registry import inference_network
         from src.weights.checkpoint import load_network_weights
@@ -43,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         infer_net = inference_network(config)
         load_network_weights(config.checkpoint_file_path, infer_net, config=config)
         logger.info(f"loaded {config.checkpoint_file_path}")
-        results_json = detections_json_path(own.save_detections, config.output_path, "eval")
         result = evaluate_on_validation(infer_net, config, results_json)
         print(format_report(result), flush=True)
         csv_path = publish_report(result, config.output_path, "eval")

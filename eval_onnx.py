@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     config_args = argv_with_model_config(config_args, "file_name")
     config = parse_args(config_args, description=__doc__)
     logger = setup_logger(config.output_path, 0, "eval_onnx")
+    results_json = detections_json_path(own.save_detections, config.output_path, "eval_onnx")  # before any work
     logger.info(check_model_config(config, config.file_name, config_args))
     from src.deploy.onnx_predictor import check_model_fits_config, create_session, model_batch_size, onnx_predictor
     from src.eval.validation import evaluate_predictor_on_validation
@@ -39,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     check_model_fits_config(session, config, config.file_name)
     batch_size = model_batch_size(session) or int(config.eval_batch_size)
     logger.info(f"evaluating {config.file_name} with onnxruntime {session.get_providers()[0]}, batch {batch_size}")
-    results_json = detections_json_path(own.save_detections, config.output_path, "eval_onnx")
     result = evaluate_predictor_on_validation(onnx_predictor(session), config, results_json, batch_size)
     print(format_report(result), flush=True)
     csv_path = publish_report(result, config.output_path, "eval_onnx")

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. --checkpoint_file_path output/ckpt_0/ssd-60_500.ckpt")
     logger.info(check_model_config(config, config.checkpoint_file_path, args))
     batch_size = int(config.batch_size) if "batch_size" in command_line_keys(args) else DEFAULT_EXPORT_BATCH
+    if not str(config.file_name).strip():
+        raise UsageError("--file_name is empty; pass the exported file's name, e.g. --file_name ssd300")
     file_name = Path(config.file_name)
     if config.enable_modelarts and not file_name.is_absolute():
         file_name = Path(config.output_path) / file_name  # only output_path goes back to OBS

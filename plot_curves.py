@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help=f"train.py output folder (reads its {METRICS_FILE}) or a metrics CSV")
     parser.add_argument("--output", type=Path, help="PNG to write (default: curves.png beside the CSV)")
     args = parser.parse_args(argv)
+    if args.output is not None and args.output.suffix.lower() != ".png":  # never over a photo or a document
+        parser.error(f"--output {args.output} must be a .png file")
     from src.train.curves import write_curves
 
     csv_path = args.run / METRICS_FILE if args.run.is_dir() else args.run

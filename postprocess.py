@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     if not config.result_path:
         raise UsageError("--result_path is not set; pass the folder of the C++ runner's .bin files, "
                          "e.g. --result_path ascend310_infer/result_Files")
+    results_json = detections_json_path(own.save_detections, config.output_path, "postprocess")  # before any work
     logger = setup_logger(config.output_path, 0, "postprocess")
     from src.data.coco_reader import load_coco_quietly
     from src.data.mindrecord import ground_truth_json
     from src.eval.offline import evaluate_offline_results
 
     gt_json = ground_truth_json(config, convert=False)  # the runner read the images, not a MindRecord
-    results_json = detections_json_path(own.save_detections, config.output_path, "postprocess")
     outcome = evaluate_offline_results(config, load_coco_quietly(gt_json), gt_json, Path(config.result_path),
                                        results_json, Path(config.img_path) if config.img_path else None,
                                        drop=config.drop, missing_as_empty=own.missing_as_empty)

@@ -51,6 +51,14 @@ require_file() {
   fi
 }
 
+# require_device_id ID: stop with one line, before any folder named after it is made, unless ID is a device number.
+require_device_id() {
+  if [[ ! "$1" =~ ^[0-9]+$ ]]; then
+    echo "error: DEVICE_ID $1 is not a device number (0, 1, ...)" >&2
+    exit 2
+  fi
+}
+
 # resolve_config PATH: the config file as an absolute path in CONFIG_FILE (stops when missing); a relative
 # path not found from the current directory is looked up in the repository, as the config loader does.
 resolve_config() {
@@ -97,16 +105,17 @@ eval_args() {
   EVAL_ARGS=(--config_path="$CONFIG_FILE" --dataset="$1" --checkpoint_file_path="$checkpoint" --device_id="$3")
 }
 
-# run_eval DEVICE_ID EVAL_PY_ARGS...: eval.py in the foreground, its output copied to eval<DEVICE_ID>/log.txt.
+# run_eval DEVICE_ID EVAL_PY_ARGS...: eval.py in the foreground, its output appended to eval<DEVICE_ID>/log.txt.
 run_eval() {
   local device_id="$1"
   shift
+  require_device_id "$device_id"
   local output="$SSD_RUN_DIR/eval$device_id"
   mkdir -p "$output"
   export DEVICE_ID="$device_id" DEVICE_NUM=1 RANK_ID=0 RANK_SIZE=1
   echo "evaluating on device $device_id; log: $output/log.txt, detections: $output/eval_detections.json"
   cd "$SSD_ROOT" || exit 1
-  "$SSD_PYTHON" eval.py --output_path="$output" "$@" 2>&1 | tee "$output/log.txt"
+  "$SSD_PYTHON" eval.py --output_path="$output" "$@" 2>&1 | tee -a "$output/log.txt"  # -a: earlier runs' logs stay
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on right now (for msrun's scheduler).

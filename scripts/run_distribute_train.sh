@@ -42,7 +42,7 @@ for ((rank = 0; rank < device_num; rank++)); do
     export DEVICE_ID="$rank" RANK_ID="$rank"
     env | grep -E '^(RANK_|DEVICE_|HCCL_|ASCEND_|MS_|PATH=|LD_LIBRARY_PATH=)' > "$output/env.log" || true
     exec "$SSD_PYTHON" train.py "${TRAIN_ARGS[@]}" --run_distribute=True --device_num="$device_num" \
-      --device_id="$rank" --output_path="$output" "${OVERRIDES[@]}" > "$output/log.txt" 2>&1
+      --device_id="$rank" --output_path="$output" "${OVERRIDES[@]}" >> "$output/log.txt" 2>&1
   ) &
   pids+=("$!")
 done

@@ -36,4 +36,4 @@ echo "evaluating $model with onnxruntime ($device_target); log: $output/log.txt"
 cd "$SSD_ROOT" || exit 1
 "$SSD_PYTHON" eval_onnx.py --config_path="$config_path" --dataset=coco --data_path="$data_path" \
   --coco_root="$coco_root" --instances_set="$instances_set" --file_name="$model" --device_target="$device_target" \
-  --output_path="$output" "${OVERRIDES[@]}" 2>&1 | tee "$output/log.txt"
+  --output_path="$output" "${OVERRIDES[@]}" 2>&1 | tee -a "$output/log.txt"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train on one device (the seed's launcher): train.py creates the MindRecord on first use and runs in
-# the foreground, its output shown and copied to LOG<DEVICE_ID>/log.txt.
+# the foreground, its output shown and appended to LOG<DEVICE_ID>/log.txt.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -21,10 +21,11 @@ split_args "$@"
 expect_positional 5 7
 train_args "${POSITIONAL[@]}"
 device_id="${POSITIONAL[0]}"
+require_device_id "$device_id"
 output="$SSD_RUN_DIR/LOG$device_id"
 mkdir -p "$output"
 export DEVICE_ID="$device_id" RANK_ID=0 RANK_SIZE=1
 echo "training on device $device_id; log: $output/log.txt, checkpoints: $output/ckpt_0/"
 cd "$SSD_ROOT"
 "$SSD_PYTHON" train.py "${TRAIN_ARGS[@]}" --device_id="$device_id" --output_path="$output" "${OVERRIDES[@]}" \
-  2>&1 | tee "$output/log.txt"
+  2>&1 | tee -a "$output/log.txt"  # -a: a refused or resumed run never wipes the earlier run's console log

@@ -311,3 +311,13 @@ def test_train_py_stops_at_a_missing_validation_file_before_any_conversion(tmp_p
     assert str(data / "coco" / "annotations" / "instances_val2017.json") in err and "--run_eval False" in err
     assert seconds < 5, f"the check took {seconds:.1f} s"
     assert not (data / "MindRecord").exists() and not list(tmp_path.rglob("*.mindrecord*"))
+
+
+@pytest.mark.parametrize("classes, message", [
+    (["circle", "square"], "classes must start with 'background' (label 0), got 'circle' first"),
+    (["background", "circle", "circle"], "classes lists 'circle' more than once"),
+])
+def test_a_class_list_that_would_mislabel_is_refused(classes: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(DEMO_CONFIG, {"classes": classes, "num_classes": len(classes)})
+    assert message in str(refused.value)

@@ -218,6 +218,19 @@ def test_a_truncated_shard_without_its_source_is_not_used(demo, tmp_path, ssd_lo
     assert any("no usable conversion either: shard" in line for line in ssd_log), ssd_log
 
 
+def test_a_conversion_of_another_source_never_stands_in_for_missing_data(demo, tmp_path, ssd_log):
+    """A mistyped coco_root next to an older conversion of other data must not train on that data."""
+    config = _config(tmp_path)
+    path = ensure_mindrecord(config, for_training=True)
+    mistyped = _config(tmp_path, coco_root="demo_typo")
+    with pytest.raises(FileNotFoundError, match="coco_root='demo_typo'"):
+        ensure_mindrecord(mistyped, for_training=True)
+    assert any("no usable conversion either: it was built from another source (annotation path changed" in line
+               for line in ssd_log), ssd_log
+    shutil.rmtree(demo)  # the same source, deleted after its conversion: the conversion still stands in for it
+    assert ensure_mindrecord(config, for_training=True) == path
+
+
 def test_a_damaged_shard_header_of_the_same_size_is_named_at_open(demo, tmp_path):
     """MindSpore refuses a header it cannot parse; the error names the shard and says how to rebuild.
     (Damage in the data pages is not detectable without hashing every shard: MindRecord has no checksum.)"""

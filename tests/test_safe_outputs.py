@@ -158,8 +158,9 @@ def test_train_refuses_a_folder_with_another_runs_checkpoints(demo_root, tmp_pat
     shutil.rmtree(output / "ckpt_0")
     (output / "metrics_rank0.csv").write_text("step,epoch,loss\n1,1,9.0\n")
     status, err, _ = _train(capsys, output, demo_root, mindrecord)
-    assert status == USAGE_EXIT and f"another run's metrics ({output / 'metrics_rank0.csv'}); pass a new " \
-        "--output_path" in err, err
+    assert status == USAGE_EXIT and f"another run's metrics ({output / 'metrics_rank0.csv'}); that run saved no " \
+        f"checkpoint, so nothing can be resumed: delete {output / 'metrics_rank0.csv'} or pass a new --output_path" \
+        in err, err
     assert (output / "metrics_rank0.csv").read_text() == "step,epoch,loss\n1,1,9.0\n"
 
 
@@ -265,3 +266,58 @@ def test_a_resumed_run_keeps_the_checkpoints_that_existed_before_it(trained_run,
     assert not [name for name in names if name.startswith(".")], names
     assert "removed 1 temporary files that ended processes left in" in done.stdout
     assert [int(row["step"]) for row in read_metrics(output)] == list(range(1, (EPOCHS + 2) * STEPS_PER_EPOCH + 1))
+
+
+def test_the_backbone_converter_never_replaces_a_file(tmp_path, capsys):
+    """MindSpore appends .ckpt to other names, so '--output notes.txt' used to write notes.txt.ckpt and delete
+    notes.txt; an existing output (the input itself included) is refused before anything is read."""
+    import convert_torchvision_backbone
+
+    pth = convert_torchvision_backbone.packaged_weights()
+    if pth is None:
+        pytest.skip("the packaged torchvision MobileNetV2 weights are not installed")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    existing = tmp_path / "old.ckpt"
+    existing.write_bytes(b"an earlier conversion")
+    for output, message in ((notes, "must end in .ckpt"), (existing, "exists; delete it first"),
+                            (Path(pth), "must end in .ckpt")):
+        with pytest.raises(SystemExit) as stopped:
+            convert_torchvision_backbone.main(["--pth", str(pth), "--output", str(output)])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert notes.read_text() == "mine" and existing.read_bytes() == b"an earlier conversion" and Path(pth).is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "old.ckpt"]
+
+
+@pytest.mark.slow
+def test_a_refused_resume_keeps_the_runs_config_and_checkpoints(trained_run, demo_root, tmp_path):
+    """A --resume that does not fit (another batch size) stops with one line and leaves the run as it was."""
+    output = tmp_path / "run"
+    shutil.copytree(trained_run, output)
+    before = {path.name: path.read_bytes() for path in (output / "ckpt_0").iterdir()}
+    last = output / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
+    args = demo_args(demo_root, output, "--resume", str(last), "--lr", "0.5")
+    args[args.index("--batch_size") + 1] = "4"
+    args[args.index("--epoch_size") + 1] = str(EPOCHS + 1)
+    done = run_script("train.py", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "steps per epoch" in done.stderr
+    assert {path.name: path.read_bytes() for path in (output / "ckpt_0").iterdir()} == before
+
+
+@pytest.mark.parametrize("script", ["eval.py", "eval_onnx.py", "postprocess.py"])
+def test_save_detections_never_replaces_a_file(tmp_path, capsys, script):
+    """--save_detections can name any file (the ground truth, the model being scored): an existing one is refused
+    before any work."""
+    import importlib
+
+    ground_truth = tmp_path / "instances_val2017.json"
+    ground_truth.write_text('{"images": []}')
+    main = importlib.import_module(script[:-3]).main
+    status = run_entry(main, script, ["--config_path", str(DEMO_CONFIG), "--output_path", str(tmp_path / "out"),
+                                      "--checkpoint_file_path", str(tmp_path / "none.ckpt"), "--file_name",
+                                      str(tmp_path / "none.onnx"), "--result_path", str(tmp_path),
+                                      "--save_detections", str(ground_truth)])
+    err = capsys.readouterr().err
+    assert status == USAGE_EXIT and f"--save_detections {ground_truth} exists" in err, err
+    assert ground_truth.read_text() == '{"images": []}'

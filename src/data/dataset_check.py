@@ -178,7 +178,7 @@ def _size_advice(config: Any, sizes: np.ndarray, anchor_sizes: np.ndarray) -> li
         grid = getattr(config, "use_anchor_generator", False)
         multiple = max(int(v) for v in config.steps) if grid else 32
         bigger = [int(math.ceil(side * factor / multiple) * multiple) for side in (height, width)]
-        follow = f"a multiple of {multiple}" if grid else "feature_size and steps follow it"
+        follow = f"a multiple of {multiple}" if grid else "set feature_size and steps to the new feature maps too"
         text = (f"{too_small:.0%} of the uncovered boxes are smaller than the smallest default box ({smallest:.0f} px "
                 f"in the {height}x{width} input; their median is {np.median(small):.1f} px): a larger img_shape, about "
                 f"{bigger} (x{factor:.1f}; {follow}), makes them bigger in the network input")

@@ -343,12 +343,40 @@ def _conversion_without_source(config: Any, source: DataSource, out_dir: Path, p
     try:
         source.check(config)
     except FileNotFoundError:
-        existing = find_complete_mindrecord(out_dir, prefix)
+        existing, problem = _stand_in_conversion(out_dir, prefix, source, config.classes)
         if existing is None:
-            logger.info(f"{out_dir / prefix}: no usable conversion either: {conversion_status(out_dir, prefix)[1]}")
+            logger.info(f"{out_dir / prefix}: no usable conversion either: {problem}")
             raise
         logger.info(f"source data not found; using the existing conversion {existing}")
         return existing
+    return None
+
+
+def _stand_in_conversion(out_dir: Path, prefix: str, source: DataSource,
+                         classes: Sequence[str]) -> tuple[Path | None, str]:
+    """(shard 0, "") of a finished conversion of `source` that may stand in for its missing files, else (None, why)."""
+    existing, problem = conversion_status(out_dir, prefix)
+    problem = problem or _other_source(out_dir, prefix, source, classes)
+    return (None, problem) if problem else (existing, "")
+
+
+def _other_source(out_dir: Path, prefix: str, source: DataSource, classes: Sequence[str]) -> str | None:
+    """Why a finished conversion cannot stand in for `source` whose files are gone, or None.
+
+    Without the files nothing can be hashed, but the marker records which dataset, paths and
+    classes it was built from: a conversion of another dataset that happens to sit in the same
+    mindrecord_dir must not be trained on or scored in its place (a mistyped coco_root would
+    otherwise silently train on the old data). Markers from before fingerprints are accepted.
+    """
+    recorded = (_read_marker(out_dir, prefix)[0] or {}).get("source")
+    if not recorded:
+        return None
+    wanted = {"dataset": source.kind, "annotations": str(source.annotations.resolve()),
+              "images": str(source.images.resolve()), "classes": [str(name) for name in classes]}
+    for key, value in wanted.items():
+        if recorded.get(key) != value:
+            return (f"it was built from another source ({_SOURCE_CHANGES[key].format(old=recorded.get(key), new=value)})"
+                    f"; fix the config keys that locate the data, or delete {out_dir} to convert anew")
     return None
 
 
@@ -533,7 +561,8 @@ def check_split_data(config: Any, for_training: bool) -> None:
         source.check(config)
     except FileNotFoundError:
         out_dir = mindrecord_folder(config)
-        converted = find_complete_mindrecord(out_dir, TRAIN_PREFIX if for_training else EVAL_PREFIX) is not None
+        prefix = TRAIN_PREFIX if for_training else EVAL_PREFIX
+        converted = _stand_in_conversion(out_dir, prefix, source, config.classes)[0] is not None
         has_ground_truth = for_training or (source.kind != "coco" and (out_dir / GROUND_TRUTH_JSON).is_file())
         if not (converted and has_ground_truth):
             raise

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from src.model_utils.errors import SSDError
+from src.model_utils.errors import SSDError, wrap_foreign_error
 
 #: onnxruntime execution provider for each supported device_target.
 PROVIDERS = {"CPU": "CPUExecutionProvider", "GPU": "CUDAExecutionProvider"}
@@ -40,7 +40,11 @@ def create_session(model_path: str | Path, device_target: str) -> Any:
                              f"--device_target CPU")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: the session otherwise warns about unused initializers
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=[provider])
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=[provider])
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own unexported exception types
+        raise wrap_foreign_error(model_path, "an ONNX model", error, "export it again with python export.py "
+                                 "--file_format ONNX (a truncated copy or another file type cannot be run)") from error
 
 
 def model_batch_size(session: Any) -> int | None:

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from src.eval.coco import ClassAP, CocoEvalResult
+from src.model_utils.errors import UsageError
 
 
 def _json_file(text: str) -> Path:
@@ -37,8 +38,17 @@ def evaluation_flags() -> argparse.ArgumentParser:
 
 
 def detections_json_path(save_detections: Path | None, output_path: str | Path, script: str) -> Path:
-    """``--save_detections`` when given, else ``<output_path>/<script>_detections.json``."""
-    return save_detections if save_detections is not None else Path(output_path) / f"{script}_detections.json"
+    """``--save_detections`` when given, else ``<output_path>/<script>_detections.json``.
+
+    The default file belongs to the script and is replaced by each run; a ``--save_detections``
+    path must not exist, since it can name any file (the ground truth, the model being scored).
+    """
+    if save_detections is None:
+        return Path(output_path) / f"{script}_detections.json"
+    if save_detections.exists():
+        raise UsageError(f"--save_detections {save_detections} exists; pass a new file name (it is never "
+                         "overwritten, so that no input or earlier result can be replaced)")
+    return save_detections
 
 
 def publish_report(result: CocoEvalResult, output_path: str | Path, script: str) -> Path:

@@ -219,7 +219,12 @@ def _read_config_file(path: str | Path, including: tuple[Path, ...] = ()) -> _Co
         with open(resolved, encoding="utf-8") as stream:
             documents = list(yaml.load_all(stream, Loader=_YamlLoader))
     except yaml.YAMLError as err:
-        raise ConfigError(f"{resolved} is not valid YAML: {err}") from err
+        raise ConfigError(f"{resolved} is not valid YAML: {' '.join(str(err).split())}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{resolved} is not a UTF-8 text file ({err.reason} at byte {err.start}); pass a YAML "
+                          "config file, e.g. --config_path config/ssd300_config_cpu.yaml") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"{resolved} is a folder; pass a YAML config file") from err
     if not 1 <= len(documents) <= 3:
         raise ConfigError(f"{resolved} has {len(documents)} YAML documents; expected 1 to 3 separated by '---' "
                           "(values, help lines, allowed values)")
@@ -653,6 +658,15 @@ def _check_class_count(config: Config, context: str) -> None:
     if "classes" in config and "num_classes" in config and len(config.classes) != config.num_classes:
         raise ConfigError(f"{context}: num_classes is {config.num_classes} but classes lists "
                           f"{len(config.classes)} names; make num_classes equal len(classes) (background included)")
+    if not config.get("classes"):
+        return
+    if config.classes[0] != "background":  # label 0 is the background: a first real class would never be learnt
+        raise ConfigError(f"{context}: classes must start with 'background' (label 0), got {config.classes[0]!r} "
+                          f"first; write classes as ['background', {', '.join(repr(c) for c in config.classes[:2])}, ...]")
+    repeated = sorted({name for name in config.classes if config.classes.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{context}: classes lists {', '.join(repr(name) for name in repeated)} more than once; "
+                          "each name must be one label")
 
 
 def _count_default_boxes(config: Config, context: str) -> int:

@@ -145,6 +145,8 @@ def setup_logger(output_path: str | Path, rank: int, name: str = "train") -> log
     Library modules log on the "ssd" logger configured here. Python warnings raised by library code (e.g.
     COCO evaluation dropping detections) go to the rank's file too, and still to stderr as Python prints them.
     """
+    if Path(output_path).exists() and not Path(output_path).is_dir():
+        raise UsageError(f"output_path {output_path} is a file, not a folder; pass a folder for the run's outputs")
     log_dir = Path(output_path) / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("ssd")

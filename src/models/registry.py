@@ -15,6 +15,7 @@ from typing import Any, Callable
 from mindspore import nn
 
 from src.boxes.anchors import default_boxes_from_config
+from src.model_utils.config import ConfigError
 from src.models.extra_levels import NUM_BACKBONE_LEVELS, ExtraLevel
 from src.models.fpn import FPN_CHANNELS
 from src.models.ssd import SsdInferWithDecoder
@@ -85,10 +86,10 @@ def _fpn_arguments(config: Any) -> dict[str, Any]:
     """The weight-shared head serves every pyramid level, so all levels must look alike."""
     anchors, channels = list(config.num_default), list(config.extras_out_channels)
     if len(anchors) != len(FPN_LEVEL_STRIDES) or len(set(anchors)) != 1:
-        raise ValueError(f"config num_default {anchors} must give the same anchor count for each of the "
+        raise ConfigError(f"config num_default {anchors} must give the same anchor count for each of the "
                          f"{len(FPN_LEVEL_STRIDES)} FPN levels: the FPN head is shared by all levels")
     if set(channels) != {FPN_CHANNELS}:
-        raise ValueError(f"config extras_out_channels {channels} must be {FPN_CHANNELS} on every level: "
+        raise ConfigError(f"config extras_out_channels {channels} must be {FPN_CHANNELS} on every level: "
                          f"that is the width of the FPN {config.model_name} builds")
     return {"num_classes": int(config.num_classes), "num_boxes": int(config.num_ssd_boxes),
             "anchors_per_location": int(anchors[0]), "tower_depth": int(config.num_addition_layers)}
@@ -116,9 +117,9 @@ NETWORKS: dict[str, NetworkRecord] = {record.name: record for record in (
 
 
 def network_record(name: str) -> NetworkRecord:
-    """The record of ``name``; ValueError listing the known names otherwise."""
+    """The record of ``name``; a ConfigError listing the known names otherwise."""
     if name not in NETWORKS:
-        raise ValueError(f"unknown model_name {name!r} in the config; known: {', '.join(sorted(NETWORKS))}")
+        raise ConfigError(f"unknown model_name {name!r} in the config; known: {', '.join(sorted(NETWORKS))}")
     return NETWORKS[name]
 
 
@@ -138,7 +139,7 @@ def check_input_shape(config: Any) -> None:
         expected = [(size, size) for size in config.feature_size]
         keys = "feature_size"
     if actual != expected:
-        raise ValueError(
+        raise ConfigError(
             f"img_shape {list(config.img_shape)} gives {config.model_name} feature maps "
             f"{[list(s) for s in actual]} but the anchors ({keys} {list(getattr(config, keys))}) assume "
             f"{[list(s) for s in expected]}; use the img_shape of the model's config or change {keys} to match")

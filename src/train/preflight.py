@@ -15,6 +15,7 @@ from typing import Any
 
 from src.data.mindrecord import check_split_data
 from src.model_utils.errors import UsageError
+from src.models.registry import check_input_shape
 from src.weights.pretrained import resolve_weights_path
 
 
@@ -25,6 +26,7 @@ def check_training_run(config: Any) -> None:
     the run loads and, with ``run_eval``, the validation data.
     """
     _check_contradictions(config)
+    check_input_shape(config)  # img_shape against the anchors: before the data is converted, not at the network build
     _check_data(config, for_training=True)
     if config.only_create_dataset:
         return

@@ -30,7 +30,7 @@ from src.data.mindrecord import ensure_mindrecord_for_rank
 from src.eval.validation import evaluate_on_validation
 from src.model_utils.config import save_resolved_config
 from src.model_utils.device_adapter import ProcessInfo
-from src.model_utils.errors import UsageError
+from src.model_utils.errors import SSDError, UsageError
 from src.model_utils.files import remove_stale_temporaries, temporary_path, write_json_atomic
 from src.model_utils.run_config import RUN_CONFIG_NAME
 from src.model_utils.run_lock import RunLock
@@ -60,7 +60,7 @@ METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "img_per_s", "map", "class_los
 FIRST_EPOCH_IDS_FILE = "first_epoch_img_ids_rank{rank}.json"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(SSDError, RuntimeError):
     """The loss became NaN/Inf and loss scaling could not recover it."""
 
 
@@ -146,7 +146,8 @@ def check_output_is_free(output: Path, rank: int, resume: str) -> None:
     found = f"checkpoints (e.g. {checkpoints[-1]})" if checkpoints else f"metrics ({metrics})"
     epochs = [path for path in checkpoints if path.name.startswith(f"{CHECKPOINT_PREFIX}-")]
     fix = (f"pass --resume {epochs[-1]} to continue that run, or a new --output_path" if epochs
-           else "pass a new --output_path")
+           else "pass a new --output_path" if checkpoints
+           else f"that run saved no checkpoint, so nothing can be resumed: delete {metrics} or pass a new --output_path")
     raise UsageError(f"output_path {output} already holds another run's {found}; {fix}")
 
 
@@ -192,14 +193,10 @@ class Trainer:
         for folder in (self.output, self.checkpoint_dir):
             remove_stale_temporaries(folder, self.log)
         fill_finetune_filter(config)  # before the config is saved: the saved file says what was dropped
-        if self._saves_checkpoints():  # the run's recipe beside its checkpoints, every key written out
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            saved = save_resolved_config(config, self.checkpoint_dir / RESOLVED_CONFIG)
-            self.log.info(f"resolved config (every key) saved to {saved}")
         self.dataset = self._build_dataset()
         self.steps_per_epoch = self.dataset.get_dataset_size()
         if self.steps_per_epoch == 0:
-            raise ValueError(f"the training set has fewer images than batch_size={config.batch_size} per device; "
+            raise UsageError(f"the training set has fewer images than batch_size={config.batch_size} per device; "
                              "lower --batch_size or add images")
         self.network = build_ssd(config)
         init_network_weights(self.network, int(config.num_classes))
@@ -222,6 +219,10 @@ class Trainer:
         else:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_epoch * self.steps_per_epoch], ms.int32))
         self.infer_net = inference_network(config, self.network) if config.run_eval else None
+        if self._saves_checkpoints():  # last: a run refused above (e.g. a --resume that does not fit) keeps
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # the config of the run it would continue
+            saved = save_resolved_config(config, self.checkpoint_dir / RESOLVED_CONFIG)
+            self.log.info(f"resolved config (every key) saved to {saved}")
 
     def _build_dataset(self):
         config = self.config
@@ -248,11 +249,11 @@ class Trainer:
         params = read_checkpoint(path)
         saved_steps = int(params.pop("steps_per_epoch").asnumpy()) if "steps_per_epoch" in params else None
         if saved_steps is not None and saved_steps != self.steps_per_epoch:
-            raise ValueError(f"{path} was written with {saved_steps} steps per epoch but this run has "
+            raise UsageError(f"{path} was written with {saved_steps} steps per epoch but this run has "
                              f"{self.steps_per_epoch}; resume with the same dataset, batch_size and device count")
         epoch = int(params.pop("epoch_num").asnumpy()) if "epoch_num" in params else None
         if epoch is None:
-            raise ValueError(f"{path} has no epoch_num: it is not a train.py checkpoint; use --pre_trained for "
+            raise UsageError(f"{path} has no epoch_num: it is not a train.py checkpoint; use --pre_trained for "
                              "weights-only checkpoints")
         load_train_state(params, self.train_net, path)
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
@@ -271,7 +272,7 @@ class Trainer:
         config = self.config
         epochs = int(config.epoch_size)
         if self.start_epoch >= epochs:
-            raise ValueError(f"nothing to train: the run already reached epoch {self.start_epoch} of "
+            raise UsageError(f"nothing to train: the run already reached epoch {self.start_epoch} of "
                              f"epoch_size={epochs}; raise --epoch_size to train longer")
         metrics = _MetricsLog(self.output / METRICS_FILE.format(rank=self.process.rank),
                               resume_step=self.start_epoch * self.steps_per_epoch if config.resume else None)
