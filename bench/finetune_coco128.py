@@ -1,6 +1,6 @@
 """The fine-tuning recipe on real images: SSD300-MobileNetV2 from ImageNet weights on coco128, 96 train / 32 val.
 
-Usage: .venv/bin/python bench/finetune_coco128.py [--epochs 30] [--images 128] [--work DIR]
+Usage: .venv/bin/python bench/finetune_coco128.py [--epochs 30] [--lr 0.01] [--images 128] [--work DIR]
        [--coco128 ../shared/data/coco128] [--backbone FILE]
 
 What a user with a small data set of their own does, with the project's own commands:
@@ -39,8 +39,8 @@ CONFIG = ROOT / "config" / "ssd300_config_cpu.yaml"
 DEFAULT_COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 #: Every VAL_EVERY-th image (by sorted id) goes to validation: 32 of 128.
 VAL_EVERY = 4
-#: Learning rate and warm-up of the recipe (the demo's: ImageNet backbone, batch 8 on one device).
-RECIPE = ["--lr", "0.01", "--warmup_epochs", "1", "--batch_size", "8", "--eval_batch_size", "8"]
+#: Warm-up and batch of the recipe (the demo's: ImageNet backbone, batch 8 on one device); --lr sets the peak rate.
+RECIPE = ["--warmup_epochs", "1", "--batch_size", "8", "--eval_batch_size", "8"]
 
 
 def split_coco(source: Path, target: Path, images: int) -> tuple[int, int]:
@@ -89,13 +89,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--images", type=int, default=128, help="use the first N images of coco128 (by id)")
+    parser.add_argument("--lr", default="0.01", help="peak learning rate")
     parser.add_argument("--work", type=Path, default=ROOT / "output" / "bench_finetune_coco128")
     parser.add_argument("--coco128", type=Path, default=DEFAULT_COCO128)
     parser.add_argument("--backbone", type=Path, help="ImageNet MobileNetV2 .ckpt (default: converted into --work)")
     args = parser.parse_args()
     args.backbone = args.backbone or args.work / "mobilenet_v2_imagenet.ckpt"
     print(describe_machine("pycocotools"), flush=True)
-    run_dir = args.work / f"run_{args.images}img_{args.epochs}ep"
+    run_dir = args.work / f"run_{args.images}img_{args.epochs}ep_lr{args.lr}"
     if run_dir.exists():
         sys.exit(f"{run_dir} exists (an earlier bench run); remove it or pass another --work")
     num_train, num_val = split_coco(args.coco128, args.work / "coco128", args.images)
@@ -109,7 +110,7 @@ def main() -> int:
         run("backbone conversion", "convert_torchvision_backbone.py", "--output", str(args.backbone))
     _, train_seconds = run(
         f"train.py ({args.epochs} epochs)", "train.py", *data_args, "--epoch_size", str(args.epochs), "--save_checkpoint_epochs", str(args.epochs), "--run_eval", "False",
-        "--feature_extractor_base_param", str(args.backbone.resolve()), *RECIPE)
+        "--feature_extractor_base_param", str(args.backbone.resolve()), "--lr", args.lr, *RECIPE)
     checkpoint = next((run_dir / "ckpt_0").glob(f"ssd-{args.epochs}_*.ckpt"))
     output, eval_seconds = run("eval.py (checkpoint only)", "eval.py", "--checkpoint_file_path", str(checkpoint))
     ap, ap50 = coco_numbers(output)

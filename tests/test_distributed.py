@@ -149,7 +149,7 @@ def test_a_waiting_rank_gives_up_with_the_way_out(tmp_path):
 def test_a_waiting_rank_does_not_take_a_stale_conversion(tmp_path):
     """A conversion made for another class list is what rank 0 is about to replace: not usable yet."""
     generate_demo_dataset(tmp_path / "coco", 6, 1, image_size=64)
-    other_classes = ["background", "circle", "square", "triangle", "star"]
+    other_classes = ["background", "square", "circle", "triangle", "plus"]  # the same names, other labels
     ensure_mindrecord(_demo_config(tmp_path, classes=other_classes), for_training=True)
     config = _demo_config(tmp_path)
     with pytest.raises(TimeoutError):

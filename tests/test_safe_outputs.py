@@ -173,7 +173,7 @@ def test_only_a_resume_from_inside_the_folder_may_write_into_it(tmp_path):
     check_output_is_free(output, 1, "")  # rank 1 has no files here
     with pytest.raises(UsageError, match=f"pass --resume {own}"):
         check_output_is_free(output, 0, str(tmp_path / "elsewhere" / "ssd-1_6.ckpt"))
-    (output / "ckpt_0" / ".ssd-2_6.ckpt.tmp-host-1.ckpt").write_bytes(b"half")  # a temporary is no checkpoint
+    (output / "ckpt_0" / ".ssd-2_6.ckpt.tmp-host-1-t1.ckpt").write_bytes(b"half")  # a temporary is no checkpoint
     own.unlink()
     check_output_is_free(output, 0, "")
 
@@ -231,10 +231,11 @@ def test_stale_temporaries_of_ended_processes_are_removed(tmp_path, caplog):
     crashed = _python(INTERRUPTED_SAVE, str(target))
     assert crashed.wait() == 9
     left = [p for p in tmp_path.iterdir()]
-    assert len(left) == 1 and left[0].name == f".ssd-1_6.ckpt.tmp-{this_host()}-{crashed.pid}.ckpt"
+    assert len(left) == 1 and left[0].name.startswith(f".ssd-1_6.ckpt.tmp-{this_host()}-{crashed.pid}-t")
+    assert left[0].suffix == ".ckpt"
     ours = temporary_path(tmp_path / "config.yaml")  # a write of this (live) process
     ours.write_text("in progress")
-    other_host = tmp_path / ".metrics_rank0.csv.tmp-other-machine-12.csv"
+    other_host = tmp_path / ".metrics_rank0.csv.tmp-other-machine-12-t3.csv"
     other_host.write_text("x")
     user_file = tmp_path / ".notes.tmp-1"
     user_file.write_text("mine")

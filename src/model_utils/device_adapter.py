@@ -75,6 +75,8 @@ def _set_device(config: Any) -> None:
         else:
             ms.set_device(config.device_target, int(config.device_id))
     except RuntimeError as err:
+        if "runtime has been initialized" in str(err) and ms.get_context("device_target") == config.device_target:
+            return  # an earlier run in this process (a test, a notebook) already runs on that device
         if "Unsupported device target" not in str(err):
             raise
         raise DeviceUnavailableError(

@@ -11,13 +11,14 @@ import json
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 
 from src.model_utils.errors import SSDError
 from src.model_utils.run_lock import pid_alive, this_host
 
-#: ``.<name>.tmp-<host>-<pid><suffix of name>``: the pattern ``temporary_path`` writes.
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<host>.+)-(?P<pid>\d+)(?P<suffix>\.[^.]*)?")
+#: ``.<name>.tmp-<host>-<pid>-t<thread><suffix of name>``: the pattern ``temporary_path`` writes.
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<host>.+)-(?P<pid>\d+)-t\d+(?P<suffix>\.[^.]*)?")
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -25,10 +26,11 @@ def temporary_path(path: str | Path) -> Path:
 
     It keeps ``path``'s suffix at the end because writers pick the format from it (MindSpore appends
     ``.ckpt`` to any other name, onnx and yaml tools look at it) and records this host and pid so the
-    cleaner knows whose file it is.
+    cleaner knows whose file it is; the thread too, so that two threads of one process (the ranks of a
+    ModelArts session, say) writing the same file never share a temporary.
     """
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{this_host()}-{os.getpid()}{path.suffix}")
+    return path.with_name(f".{path.name}.tmp-{this_host()}-{os.getpid()}-t{threading.get_ident()}{path.suffix}")
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
