@@ -94,6 +94,30 @@ def restore_project_loggers():
         logger.propagate, logger.level = propagate, level
 
 
+class _Messages(logging.Handler):
+    """Collects the messages of the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture()
+def ssd_log():
+    """The messages the library logs on the project's "ssd" logger during the test, whatever handlers (or
+    propagation) an earlier entry-script run left on it."""
+    logger, handler = logging.getLogger("ssd"), _Messages()
+    previous_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(previous_level)
+
+
 @pytest.fixture()
 def graph_mode():
     """GRAPH_MODE for one test (how training and export run), restoring the previous mode after."""

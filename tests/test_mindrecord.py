@@ -1,7 +1,6 @@
 """MindRecord conversion: real files written and read back with MindDataset, crash safety, config wiring."""
 import errno
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -203,28 +202,6 @@ def test_voc_and_txt_eval_sets_come_with_matching_ground_truth(broken_demo, tmp_
     train = _read_back(ensure_mindrecord(txt, for_training=True))
     records = read_txt(broken_demo / "txt" / "train.txt", broken_demo / "txt", DEMO_CLASSES, ConversionReport())
     assert sorted(train) == [r.img_id for r in records if len(r.labels)]
-
-
-class _Messages(logging.Handler):
-    """Collects what the library logs on the project's "ssd" logger, whatever handlers an earlier test left."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture()
-def ssd_log():
-    logger, handler = logging.getLogger("ssd"), _Messages()
-    previous_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(previous_level)
 
 
 def test_conversion_reports_through_the_project_logger(tmp_path, ssd_log):

@@ -6,7 +6,6 @@ or refuses a damaged shard with one line naming it, and that a change that does 
 records (img_shape) does not rebuild.
 """
 import json
-import logging
 import os
 import shutil
 import time
@@ -24,28 +23,6 @@ from src.model_utils.errors import InputFileError, SSDError
 
 CONFIG = "config/ssd300_config_cpu.yaml"
 REBUILD = "converting again: "
-
-
-class _Messages(logging.Handler):
-    """Collects what the library logs on the project's "ssd" logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture()
-def ssd_log():
-    logger, handler = logging.getLogger("ssd"), _Messages()
-    previous_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(previous_level)
 
 
 @pytest.fixture()
