@@ -127,8 +127,11 @@ def test_a_failed_copy_releases_the_waiting_process_with_the_reason(tmp_path, ob
 
     threads = [threading.Thread(target=worker, args=(rank,)) for rank in (1, 0)]
     started = time.monotonic()
-    for thread in threads:
-        thread.start()
+    threads[0].start()
+    while not list((Path(config.output_path) / ".modelarts_sync").rglob("joined.rank1")):  # rank 1 waits first;
+        assert time.monotonic() - started < 5  # a rank joining after rank 0 gave up is another case
+        time.sleep(0.01)
+    threads[1].start()
     for thread in threads:
         thread.join(timeout=60)
 
