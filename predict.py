@@ -2,9 +2,9 @@
 [--output_dir DIR] [--exist_ok] [--score_threshold S] [--max_boxes K] [--classes "name,name"] [--draw_threshold D]``.
 
 --model            a train.py checkpoint (.ckpt) or an export.py file (.mindir run by MindSpore,
-                   .onnx run by onnxruntime). Its config is found beside it (the config.yaml train.py
-                   writes in the checkpoint folder, the <file>.config.yaml export.py writes beside the
-                   file); --config_path overrides it, and must then agree with it on model_name,
+                   .onnx run by onnxruntime or OpenVINO, an OpenVINO IR .xml with its .bin). Its config
+                   is found beside it (the config.yaml train.py writes in the checkpoint folder, the
+                   <file>.config.yaml export.py writes beside the file); --config_path overrides it, and must then agree with it on model_name,
                    num_classes and img_shape. A model-zoo checkpoint (no config beside it) needs --config_path.
 --input            one or more images, folders (their files, not sub-folders) or quoted glob
                    patterns ('photos/*.jpg'). Non-image and unreadable files are reported and skipped.
@@ -12,6 +12,9 @@
                    input folder, a folder inside or around one, or the folder of an input file.
 --exist_ok         replace drawn images and detections.json of an earlier run in --output_dir (without it
                    the run stops before loading the model, naming the first such file).
+--backend          engine of a .onnx/.xml model: onnxruntime (default for .onnx) or openvino (default for .xml).
+--precision        f32 (default) or bf16 (OpenVINO on CPUs with native bf16); printed in the log. An INT8
+                   model (export.py --quantize int8) runs INT8 at either.
 --score_threshold  keep detections scoring above this (default: the config's min_score).
 --max_boxes        at most this many detections per image (default: the config's max_boxes).
 --classes          comma-separated class names to report, e.g. "person,sports ball" (default: all).
@@ -31,6 +34,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from src.deploy.engines import add_engine_flags
 from src.model_utils.device_adapter import start_run
 from src.model_utils.errors import run_entry
 from src.model_utils.run_config import argv_with_model_config, check_model_config
@@ -53,13 +57,15 @@ def _positive_int(text: str) -> int:
 def _own_flags() -> argparse.ArgumentParser:
     """This script's options; everything else is a config key for parse_args."""
     usage = ("predict.py [--config_path PATH] --model MODEL --input IMAGES [IMAGES ...] [--output_dir DIR] "
-             "[--exist_ok] [--score_threshold S] [--max_boxes K] [--classes NAMES] [--draw_threshold D] "
+             "[--exist_ok] [--backend onnxruntime|openvino] [--precision f32|bf16] [--score_threshold S] "
+             "[--max_boxes K] [--classes NAMES] [--draw_threshold D] "
              "[--KEY VALUE ...] (--help for all options)")
     parser = argparse.ArgumentParser(prog="predict.py", add_help=False, allow_abbrev=False, usage=usage)
     parser.add_argument("--model")
     parser.add_argument("--input", nargs="+")
     parser.add_argument("--output_dir")
     parser.add_argument("--exist_ok", action="store_true")
+    add_engine_flags(parser)
     parser.add_argument("--score_threshold", type=_probability)
     parser.add_argument("--max_boxes", type=_positive_int)
     parser.add_argument("--classes", type=lambda text: [name.strip() for name in text.split(",") if name.strip()])
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(own.output_dir) if own.output_dir else Path(config.output_path) / "predict"
     check_output_folder(own.input, files, output_dir, own.exist_ok)  # before the model loads
     options = prediction_options(config, own.score_threshold, own.max_boxes, own.classes, own.draw_threshold)
-    detector = load_detector(own.model, config, len(files))
+    detector = load_detector(own.model, config, len(files), own.backend, own.precision)
     logger.info(f"{len(files)} files; model {own.model} on {detector.engine}, batch {detector.batch_size}; "
                 f"score > {options.min_score}, NMS IoU {options.nms_threshold}, at most {options.max_boxes} "
                 f"boxes per image; drawing those scoring above {options.draw_threshold}")

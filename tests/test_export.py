@@ -19,9 +19,9 @@ import pytest
 from mindspore import nn
 from onnx import TensorProto, helper
 
+from src.deploy.engines import create_session
 from src.deploy.export import ExportError, export_inference_model
 from src.deploy.onnx_compat import OnnxCompatError, rewrite_to_opset10
-from src.deploy.onnx_predictor import create_session
 from src.model_utils.config import command_line_keys, load_config
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd, inference_network

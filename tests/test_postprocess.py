@@ -31,7 +31,7 @@ from onnx import TensorProto, helper
 from src.data.coco_reader import load_coco_quietly
 from src.data.dataset import create_ssd_dataset
 from src.data.mindrecord import ensure_mindrecord, ground_truth_json
-from src.deploy.onnx_predictor import OnnxModelError, create_session
+from src.deploy.engines import OnnxModelError, create_session
 from src.eval.coco import CATEGORIES_PER_PASS, coco_evaluate, new_cocoeval
 from src.eval.offline import seed_protocol_image_ids
 from src.eval.reports import classes_by_ap

@@ -4,7 +4,9 @@ Pre-processing runs the eval pipeline's MindSpore vision ops with its constants 
 on the image as cv2 decodes it (pixel for pixel what the pipeline's Decode gives, without Decode's
 habit of dropping a copy of every corrupt input into the working directory), and post-processing
 is eval's ``postprocess_image``, so an image gets the detections eval.py would compute for it, up
-to the thresholds chosen here. Exported files have a fixed batch: the last batch is padded with
+to the thresholds chosen here. A file exported with NMS in its graph (export.py --export_nms True)
+returns the detections itself, with the export's thresholds, which a run can only make stricter
+(``check_options_fit_model``). Exported files have a fixed batch: the last batch is padded with
 zeros and the padding's outputs dropped, so any number of images runs.
 Outputs: each image with its detections drawn (src/deploy/drawing.py) and one COCO results json
 (eval's CocoResultWriter, with each record's file_name and category_name). They never land on the
@@ -29,6 +31,7 @@ from tqdm import tqdm
 
 from src.data.dataset import IMAGE_MEAN, IMAGE_STD, decode_rgb
 from src.deploy.drawing import draw_detections
+from src.deploy.nms_graph import NmsSettings, detections_from_outputs
 from src.eval.coco import CocoResultWriter, category_ids_by_name
 from src.eval.postprocess import Detections, check_outputs, finite_rows, postprocess_image
 from src.model_utils.errors import SSDError, UsageError
@@ -37,7 +40,9 @@ from src.model_utils.run_lock import RunLock
 
 #: Suffixes of the files read as images (formats both cv2 and the eval pipeline's Decode read).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-MODEL_SUFFIXES = (".ckpt", ".mindir", ".onnx")
+MODEL_SUFFIXES = (".ckpt", ".mindir", ".onnx", ".xml")
+#: Model types run by MindSpore itself (the engine flags do not apply to them).
+MINDSPORE_SUFFIXES = (".ckpt", ".mindir")
 DETECTIONS_FILE = "detections.json"
 #: Lock file of a prediction in its output folder (one prediction per folder at a time).
 LOCK_FILE = ".predict.lock"
@@ -59,11 +64,13 @@ class UnreadableImageError(SSDError, ValueError):
 
 @dataclass(frozen=True)
 class Detector:
-    """A model as a numpy function: normalised images (B, 3, H, W) -> boxes (B, N, 4), scores (B, N, C)."""
+    """A model as a numpy function: normalised images (B, 3, H, W) -> boxes (B, N, 4), scores (B, N, C), or
+    for a model with NMS in its graph (``in_model`` set) its four outputs (src/deploy/nms_graph.py)."""
 
     predict: Predict
     batch_size: int  # the number of images each call must be given
     engine: str  # what runs the model, for the log
+    in_model: NmsSettings | None = None  # the thresholds an NMS model applied at export; None: post-process here
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,10 @@ class _LoadedImage(NamedTuple):
 
 # ---- models -------------------------------------------------------------------------------------
 
-def load_detector(model_path: str | Path, config: Any, num_images: int) -> Detector:
-    """The model file as a Detector; the engine is chosen by the suffix (.ckpt, .mindir, .onnx).
+def load_detector(model_path: str | Path, config: Any, num_images: int, backend: str | None = None,
+                  precision: str = "f32") -> Detector:
+    """The model file as a Detector; the engine is chosen by the suffix (.ckpt and .mindir: MindSpore;
+    .onnx: onnxruntime unless ``backend`` says openvino; .xml: OpenVINO IR).
 
     A checkpoint is fed batches of up to eval_batch_size images (one compiled shape per run); an
     exported file is fed its own batch size.
@@ -118,15 +127,18 @@ def load_detector(model_path: str | Path, config: Any, num_images: int) -> Detec
     suffix = model_path.suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise PredictError(f"--model {model_path}: unknown model type {suffix!r}; pass a train.py checkpoint (.ckpt) "
-                           f"or a file written by export.py (.mindir, .onnx)")
+                           f"or a file written by export.py (.mindir, .onnx, OpenVINO .xml)")
     if not model_path.is_file():
-        raise PredictError(f"--model {model_path} not found; pass the path of a .ckpt, .mindir or .onnx file")
+        raise PredictError(f"--model {model_path} not found; pass the path of a .ckpt, .mindir, .onnx or .xml file")
+    if suffix in MINDSPORE_SUFFIXES and (backend is not None or precision != "f32"):
+        raise PredictError(f"--backend/--precision choose the engine of exported .onnx/.xml files; {model_path.name} "
+                           f"runs in MindSpore (drop the flags, or export the model with python export.py)")
     free_batch = max(1, min(int(config.eval_batch_size), num_images))
     if suffix == ".ckpt":
         return _checkpoint_detector(model_path, config, free_batch)
     if suffix == ".mindir":
         return _mindir_detector(model_path, config)
-    return _onnx_detector(model_path, config, free_batch)
+    return _exported_detector(model_path, config, free_batch, backend, precision)
 
 
 def _checkpoint_detector(path: Path, config: Any, batch_size: int) -> Detector:
@@ -171,17 +183,17 @@ def _mindir_detector(path: Path, config: Any) -> Detector:
     return Detector(predictor(nn.GraphCell(ms.load(str(path)))), shape[0], "MindSpore MINDIR (nn.GraphCell)")
 
 
-def _onnx_detector(path: Path, config: Any, free_batch: int) -> Detector:
-    from src.deploy.onnx_predictor import (OnnxModelError, check_model_fits_config, create_session, model_batch_size,
-                                           onnx_predictor)
+def _exported_detector(path: Path, config: Any, free_batch: int, backend: str | None, precision: str) -> Detector:
+    from src.deploy.engines import OnnxModelError, backend_for, open_session, session_predictor
+    from src.deploy.nms_graph import NmsGraphError, in_model_postprocessing
 
     try:
-        session = create_session(path, config.device_target)
-        check_model_fits_config(session, config, path)
-    except OnnxModelError as err:
+        session = open_session(path, backend_for(path, backend), config.device_target, precision)
+        in_model = in_model_postprocessing(session, config)
+    except (OnnxModelError, NmsGraphError) as err:
         raise PredictError(str(err)) from err
-    return Detector(onnx_predictor(session), model_batch_size(session) or free_batch,
-                    f"onnxruntime {session.get_providers()[0]}")
+    engine = session.description if in_model is None else f"{session.description}, NMS in the model"
+    return Detector(session_predictor(session), session.batch_size or free_batch, engine, in_model)
 
 
 # ---- inputs and options ---------------------------------------------------------------------------
@@ -256,6 +268,31 @@ def detect(boxes_yxyx: np.ndarray, scores: np.ndarray, image_hw: tuple[int, int]
         scores = scores * mask
     return postprocess_image(boxes_yxyx, scores, image_hw, options.min_score, options.nms_threshold,
                              options.max_boxes)
+
+
+def check_options_fit_model(options: PredictOptions, in_model: NmsSettings) -> None:
+    """A model with NMS in its graph applied its thresholds at export: a run can only be stricter."""
+    if options.min_score < in_model.min_score or options.max_boxes > in_model.max_boxes \
+            or options.nms_threshold != in_model.nms_threshold:
+        raise PredictError(f"the model applies NMS in its graph, fixed at export ({in_model.describe()}), but this run "
+                           f"asks for score > {options.min_score}, NMS IoU {options.nms_threshold}, at most "
+                           f"{options.max_boxes} boxes; pass --score_threshold >= {in_model.min_score} and --max_boxes "
+                           f"<= {in_model.max_boxes} with the config it was exported with, or export it again with "
+                           f"other values (python export.py --export_nms True --min_score ... --max_boxes ...)")
+
+
+def within_options(detections: Detections, options: PredictOptions) -> Detections:
+    """An NMS model's detections cut to the run's options: score above min_score, kept classes, max_boxes.
+
+    The same detections as ``detect`` for a higher score threshold or fewer boxes (``check_options_fit_model``
+    allows no other change). A class filter keeps the model's detections of those classes, which the
+    model chose among all classes: ``detect`` gives the kept classes all max_boxes places instead.
+    """
+    keep = detections.scores > options.min_score
+    if options.kept_classes is not None:
+        keep &= np.isin(detections.labels, options.kept_classes)
+    index = np.flatnonzero(keep)[:options.max_boxes]
+    return Detections(detections.boxes_xyxy[index], detections.scores[index], detections.labels[index])
 
 
 def above(detections: Detections, threshold: float) -> Detections:
@@ -377,6 +414,8 @@ class FilePredictor:
         self.preprocess = eval_preprocessor(config.img_shape)
         self.image_ids, self.category_ids = annotation_lookup(config, log)
         self._targets: dict[Path, Path] = {}
+        if detector.in_model is not None:
+            check_options_fit_model(options, detector.in_model)
 
     def run(self, files: Sequence[Path]) -> PredictSummary:
         """Predict every image of ``files``, holding the output folder's lock; non-image and unreadable
@@ -422,23 +461,33 @@ class FilePredictor:
         padding = self.detector.batch_size - len(batch)
         if padding:
             inputs = np.concatenate([inputs, np.zeros((padding, *inputs.shape[1:]), dtype=inputs.dtype)])
-        boxes, scores = (np.asarray(out) for out in self.detector.predict(inputs))
-        try:
-            check_outputs(boxes, scores, inputs.shape[0], int(self.config.num_classes),
-                           int(self.config.num_ssd_boxes))
-        except ValueError as err:
-            raise PredictError(f"{self.config.model_name} config: {err}") from err
-        for item, image_boxes, image_scores in zip(batch, boxes, scores):
-            finite = finite_rows(image_boxes, image_scores)
-            summary.num_non_finite += int(np.count_nonzero(~finite))
-            image_boxes, image_scores = image_boxes[finite], image_scores[finite]
-            detections = detect(image_boxes, image_scores, item.image_rgb.shape[:2], self.options)
+        for item, detections in zip(batch, self._detections(self.detector.predict(inputs), batch, summary)):
             drawn = above(detections, self.options.draw_threshold)
             self._save_drawing(item, drawn)
             writer.write(self.image_ids(item.path), detections, file_name=str(item.path))
             summary.num_images += 1
             summary.num_detections += len(detections.scores)
             summary.num_drawn += len(drawn.scores)
+
+    def _detections(self, outputs: Sequence[np.ndarray], batch: list[_LoadedImage],
+                    summary: PredictSummary) -> list[Detections]:
+        """Each image's detections: the model's own when it has NMS in its graph, else eval's post-processing."""
+        if self.detector.in_model is not None:
+            found = detections_from_outputs([np.asarray(out)[:len(batch)] for out in outputs],
+                                            np.array([item.image_rgb.shape[:2] for item in batch]))
+            return [within_options(detections, self.options) for detections in found]
+        boxes, scores = (np.asarray(out) for out in outputs)
+        try:
+            check_outputs(boxes, scores, self.detector.batch_size, int(self.config.num_classes),
+                          int(self.config.num_ssd_boxes))
+        except ValueError as err:
+            raise PredictError(f"{self.config.model_name} config: {err}") from err
+        result = []
+        for item, image_boxes, image_scores in zip(batch, boxes, scores):
+            finite = finite_rows(image_boxes, image_scores)
+            summary.num_non_finite += int(np.count_nonzero(~finite))
+            result.append(detect(image_boxes[finite], image_scores[finite], item.image_rgb.shape[:2], self.options))
+        return result
 
     def _save_drawing(self, item: _LoadedImage, detections: Detections) -> None:
         drawn = draw_detections(item.image_rgb, detections.boxes_xyxy, detections.scores, detections.labels,

@@ -310,17 +310,31 @@ def coco_evaluate(gt_json: Path | COCO, results_json: Path, img_ids: Sequence[in
     return _run_cocoeval(load_coco_quietly(gt_json), results_json, img_ids, classes, Path(gt_json))
 
 
-def _write_detections(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset: Any,
-                      coco_gt: COCO, gt_json: Path, writer: CocoResultWriter, num_classes: int,
-                      config: Any) -> set[int]:
+#: One batch's model outputs and the images' original (height, width) rows -> each image's detections.
+BatchPostprocess = Callable[[Sequence[np.ndarray], np.ndarray], list[Detections]]
+
+
+def _python_postprocess(config: Any, num_classes: int) -> BatchPostprocess:
+    """eval's post-processing (the config's thresholds) of decoded boxes (B, N, 4) and scores (B, N, C)."""
+
+    def postprocess(outputs: Sequence[np.ndarray], image_hw: np.ndarray) -> list[Detections]:
+        boxes, scores = (np.asarray(out) for out in outputs)
+        check_outputs(boxes, scores, len(image_hw), num_classes)
+        return [postprocess_with_config(boxes[i], scores[i], (int(height), int(width)), config)
+                for i, (height, width) in enumerate(image_hw)]
+
+    return postprocess
+
+
+def _write_detections(predict_batch: Callable[[np.ndarray], Sequence[np.ndarray]], dataset: Any, coco_gt: COCO,
+                      gt_json: Path, writer: CocoResultWriter, postprocess: BatchPostprocess) -> set[int]:
     """Run the network over the dataset and stream every image's detections; returns the image ids."""
     seen: set[int] = set()
     batches = dataset.create_dict_iterator(output_numpy=True, num_epochs=1)
     for batch in tqdm(batches, total=dataset.get_dataset_size(), desc="eval", unit="batch"):
         images = batch["image"]
-        boxes, scores = (np.asarray(out) for out in predict_batch(images))
-        check_outputs(boxes, scores, images.shape[0], num_classes)
-        for i in range(images.shape[0]):
+        detections = postprocess(predict_batch(images), np.asarray(batch["image_shape"]))
+        for i, image_detections in enumerate(detections):
             img_id = int(np.asarray(batch["img_id"][i]).reshape(-1)[0])
             if img_id not in coco_gt.imgs:
                 raise ValueError(f"image id {img_id} of the eval dataset is not in {gt_json}: build the eval "
@@ -329,18 +343,20 @@ def _write_detections(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np
                 raise ValueError(f"image id {img_id} appears twice in the eval dataset: build it without "
                                  f"repeat or padding so every image is scored once")
             seen.add(img_id)
-            height, width = (int(v) for v in batch["image_shape"][i])
-            writer.write(img_id, postprocess_with_config(boxes[i], scores[i], (height, width), config))
+            writer.write(img_id, image_detections)
     return seen
 
 
-def evaluate_detector(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset: Any,
-                      gt_json: Path, classes: Sequence[str], config: Any, results_json: Path) -> CocoEvalResult:
+def evaluate_detector(predict_batch: Callable[[np.ndarray], Sequence[np.ndarray]], dataset: Any,
+                      gt_json: Path, classes: Sequence[str], config: Any, results_json: Path,
+                      postprocess: BatchPostprocess | None = None) -> CocoEvalResult:
     """Predict, post-process, stream to ``results_json`` and COCO-evaluate over ALL images of gt_json.
 
     ``dataset`` offers ``get_dataset_size`` and ``create_dict_iterator`` with columns img_id (B, 1),
     image (B, 3, H, W) and image_shape (B, 2) = original (h, w); ``predict_batch(images)`` returns
-    decoded normalised yxyx boxes (B, N, 4) and sigmoid scores (B, N, C). Images the dataset did not cover still count
+    decoded normalised yxyx boxes (B, N, 4) and sigmoid scores (B, N, C), post-processed with the config's
+    thresholds, unless ``postprocess`` turns its outputs into detections (a model with NMS in its graph:
+    src/deploy/nms_graph.py ``detections_from_outputs``). Images the dataset did not cover still count
     (with no detections) and a warning says how many: a partial dataset cannot silently shrink
     the evaluation set (the seed's B8/B9). When ``gt_json`` is the cleaned ground truth of the
     conversion (``ground_truth_json``), the log and ``ground_truth_note`` say what it changed.
@@ -350,7 +366,8 @@ def evaluate_detector(predict_batch: Callable[[np.ndarray], tuple[np.ndarray, np
     if note:
         logging.getLogger("ssd").info(note)
     with CocoResultWriter(results_json, category_ids_by_name(coco_gt, classes), classes) as writer:
-        seen = _write_detections(predict_batch, dataset, coco_gt, gt_json, writer, len(classes), config)
+        seen = _write_detections(predict_batch, dataset, coco_gt, gt_json, writer,
+                                 postprocess or _python_postprocess(config, len(classes)))
     missing = len(coco_gt.imgs) - len(seen)
     if missing:
         warnings.warn(f"the eval dataset covered {len(seen)} of the {len(coco_gt.imgs)} images of {gt_json}; "

@@ -6,7 +6,7 @@ report the same number for the same weights.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import mindspore as ms
 import numpy as np
@@ -14,7 +14,7 @@ from mindspore import nn
 
 from src.data.dataset import create_ssd_dataset
 from src.data.mindrecord import ensure_mindrecord, ground_truth_json
-from src.eval.coco import CocoEvalResult, evaluate_detector
+from src.eval.coco import BatchPostprocess, CocoEvalResult, evaluate_detector
 
 
 def predictor(infer_net: nn.Cell) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -37,15 +37,18 @@ def evaluate_on_validation(infer_net: nn.Cell, config: Any, results_json: Path) 
     return evaluate_predictor_on_validation(predictor(infer_net), config, results_json, int(config.eval_batch_size))
 
 
-def evaluate_predictor_on_validation(predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], config: Any,
-                                     results_json: Path, batch_size: int) -> CocoEvalResult:
+def evaluate_predictor_on_validation(predict: Callable[[np.ndarray], Sequence[np.ndarray]], config: Any,
+                                     results_json: Path, batch_size: int,
+                                     postprocess: BatchPostprocess | None = None) -> CocoEvalResult:
     """The validation evaluation of any predict function (MindSpore network, onnxruntime session).
 
-    Same dataset, post-processing and COCO protocol for every engine, so their mAPs compare. The
+    Same dataset, post-processing and COCO protocol for every engine, so their mAPs compare; a model
+    with NMS in its graph passes ``postprocess`` (see ``evaluate_detector``). The
     ground truth is the one the eval conversion cleaned (``ground_truth_json``): the boxes and images
     it dropped are not scored, clipped boxes are scored clipped, and the log says what changed.
     """
     mindrecord = ensure_mindrecord(config, for_training=False)
     dataset = create_ssd_dataset(mindrecord, config, int(batch_size), is_training=False,
                                  num_parallel_workers=int(config.num_parallel_workers))
-    return evaluate_detector(predict, dataset, ground_truth_json(config), config.classes, config, Path(results_json))
+    return evaluate_detector(predict, dataset, ground_truth_json(config), config.classes, config, Path(results_json),
+                             postprocess)

@@ -544,6 +544,8 @@ VALUE_RANGES: dict[str, Range] = {
     "expand_max_ratio": Range(1), "color_jitter": _NON_NEGATIVE, "val_fraction": Range(0, 1, high_open=True),
     # post-processing at evaluation
     "nms_threshold": _POSITIVE_FRACTION, "min_score": Range(0, 1, high_open=True), "max_boxes": _AT_LEAST_1,
+    # export
+    "calib_images": _AT_LEAST_1,
 }
 
 
