@@ -2,15 +2,21 @@
 # C++ inference end to end: build the runner (only if needed), run it over a folder of images, score its
 # result files with postprocess.py and print the mAP.
 #   bash scripts/run_infer_cpp.sh MODEL_PATH DATA_PATH [DVPP] [CONFIG_PATH] [DEVICE_TYPE] [DEVICE_ID]
+# DEVICE_TYPE CPU runs the cpu build, whose engine is OpenVINO when the build found it (the venv's openvino
+# wheel; ONNX or IR) and OpenCV DNN otherwise; CPP_BACKEND=opencv (or openvino) in the environment picks one.
 usage() {
   cat >&2 <<'TEXT'
 usage: bash scripts/run_infer_cpp.sh MODEL_PATH DATA_PATH [DVPP] [CONFIG_PATH] [DEVICE_TYPE] [DEVICE_ID]
-  MODEL_PATH   model from export.py: ONNX for DEVICE_TYPE CPU, MINDIR for Ascend310
+  MODEL_PATH   model from export.py: ONNX or OpenVINO IR (.xml, its .bin beside it) for DEVICE_TYPE CPU,
+               MINDIR for Ascend310
   DATA_PATH    folder of the evaluation images (those of the config's validation annotations)
   DVPP         DVPP or CPU: where the Ascend310 decodes and resizes images (default CPU; ignored for CPU)
   CONFIG_PATH  the config the model was exported with (default config/ssd300_config_cpu.yaml)
-  DEVICE_TYPE  CPU (default; OpenCV DNN) or Ascend310 (alias Ascend; MindSpore C++ API)
+  DEVICE_TYPE  CPU (default; OpenVINO, or OpenCV DNN when built without OpenVINO) or Ascend310 (alias Ascend;
+               MindSpore C++ API)
   DEVICE_ID    Ascend device id (default 0)
+environment:
+  CPP_BACKEND  openvino or opencv: the CPU engine (default: OpenVINO when the runner was built with it)
 Writes result_Files/, time_Result/, build.log, infer.log and acc.log in the current directory.
 TEXT
   exit 2
@@ -36,6 +42,14 @@ case "$device_type" in
   Ascend310|Ascend) device_type=Ascend310; backend=ascend310 ;;
   *) echo "DEVICE_TYPE must be CPU or Ascend310, got '$device_type'" >&2; usage ;;
 esac
+cpp_backend="${CPP_BACKEND:-}"
+case "$cpp_backend" in
+  ""|openvino|opencv) ;;
+  *) echo "CPP_BACKEND must be openvino or opencv, got '$cpp_backend'" >&2; usage ;;
+esac
+if [ "$backend" = ascend310 ] && [ -n "$cpp_backend" ]; then
+  echo "CPP_BACKEND picks a CPU engine; DEVICE_TYPE Ascend310 runs MindSpore (unset CPP_BACKEND)" >&2; usage
+fi
 [[ "$device_id" =~ ^[0-9]+$ ]] || { echo "DEVICE_ID must be a non-negative integer, got '$device_id'" >&2; usage; }
 [ -f "$model" ] || { echo "[infer] model file $model not found; export it with export.py (--file_format ONNX for CPU, MINDIR for Ascend310)" >&2; exit 1; }
 [ -d "$data" ] || { echo "[infer] image folder $data not found" >&2; exit 1; }
@@ -48,6 +62,7 @@ fi
 
 echo "[infer] building the $backend runner (only what changed)"
 bash "$root/ascend310_infer/build.sh" "$backend" > build.log 2>&1 || { cat build.log >&2; echo "[infer] build failed (build.log)" >&2; exit 1; }
+sed -n 's/^\[build\] SSD runner backend: /[infer] runner backend: /p' build.log
 
 # the network input size comes from the config through the project's YAML loader
 shape="$(cd "$root" && "$py" -c '
@@ -59,9 +74,11 @@ read -r height width <<< "$shape"
 
 rm -rf result_Files time_Result
 echo "[infer] running $(basename "$model") on $data (${height}x${width}, $device_type, preprocessing $dvpp); log: infer.log"
+engine_args=()
+if [ -n "$cpp_backend" ]; then engine_args=(--backend "$cpp_backend"); fi
 "$root/ascend310_infer/out/main" --model_path "$model" --dataset_path "$data" --device_type "$device_type" \
   --device_id "$device_id" --cpu_dvpp "$dvpp" --image_height "$height" --image_width "$width" \
-  --output_dir "$PWD/result_Files" --timing_dir "$PWD/time_Result" 2>&1 | tee infer.log
+  --output_dir "$PWD/result_Files" --timing_dir "$PWD/time_Result" "${engine_args[@]}" 2>&1 | tee infer.log
 
 echo "[infer] scoring result_Files with postprocess.py; log: acc.log"
 results="$PWD/result_Files"

@@ -1,6 +1,8 @@
 """The C++ runner (ascend310_infer/, cpu backend) against onnxruntime and eval.py, built and run as users do.
 
-The runner is configured and built with CMake into a temporary folder. ssd300 and
+The runner is configured and built with CMake into a temporary folder with OpenVINO kept out: the
+OpenCV-DNN-only build a machine without OpenVINO gets, so its engine is OpenCV DNN and asking for
+OpenVINO must say how to rebuild (the OpenVINO engine: tests/test_cpp_openvino.py). ssd300 and
 ssd_mobilenet_v1_fpn (random He-normal weights and random BatchNorm statistics, so the outputs
 differ clearly between images) are exported to ONNX with export_inference_model at batch 1 and
 batch 8 (5 images: one padded batch). For every image the runner's boxes and scores must equal
@@ -8,11 +10,13 @@ onnxruntime's on the same file preprocessed by MindSpore's eval ops (src/data/da
 runner's own preprocessed input (--input_dump_dir) is checked separately against the Python
 pipeline, and onnxruntime on that input against the runner, so a decoding or resizing difference
 between OpenCV builds shows up as such and not as an inference error. scripts/run_infer_cpp.sh
-must print eval.py's mAP for the session's short demo training run. Bad input (missing model,
+must print eval.py's mAP for the session's short demo training run, with OpenVINO (its default,
+built from the venv's wheel by build.sh) and with CPP_BACKEND=opencv. Bad input (missing model,
 empty folder, non-image files, an undecodable image, mismatching flags) gets a clear message.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +31,7 @@ import pytest
 
 from src.data.dataset import IMAGE_MEAN, IMAGE_STD
 from src.deploy.export import export_inference_model
-from src.deploy.onnx_predictor import create_session
+from src.deploy.engines import create_session
 from src.model_utils.config import load_config, save_resolved_config
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd
@@ -50,15 +54,18 @@ IMAGE_SPECS = [(240, 320, "jpg"), (480, 360, "png"), (300, 300, "jpg"), (123, 45
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory) -> Path:
-    """ascend310_infer built with CMake's default (cpu) backend in a temporary folder."""
+    """ascend310_infer built with CMake's default (cpu) backend in a temporary folder, OpenVINO left out."""
     missing = [tool for tool in ("cmake", "make", "g++") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (bash scripts/setup_env.sh installs them)")
     build = tmp_path_factory.mktemp("runner_build")
-    configure = subprocess.run(["cmake", "-S", str(SOURCE_DIR), "-B", str(build)], capture_output=True, text=True)
+    configure = subprocess.run(["cmake", "-S", str(SOURCE_DIR), "-B", str(build),
+                                "-DCMAKE_DISABLE_FIND_PACKAGE_OpenVINO=ON"], capture_output=True, text=True)
     if configure.returncode != 0 and "OpenCV >= 4.6 development files" in configure.stderr:
         pytest.skip("OpenCV development files not installed (bash scripts/setup_env.sh installs libopencv-dev)")
     assert configure.returncode == 0, configure.stdout + configure.stderr
+    assert "SSD runner backend: cpu, engines: opencv (OpenCV " in configure.stdout, configure.stdout
+    assert "OpenVINO's CMake package not found: building the opencv engine only" in configure.stdout
     compiled = subprocess.run(["cmake", "--build", str(build), "-j", "2"], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stdout[-5000:] + compiled.stderr[-5000:]
     assert "warning" not in compiled.stdout + compiled.stderr
@@ -258,6 +265,16 @@ def test_usage_errors_exit_2_with_the_flag_list(runner):
     assert no_model.returncode == 2 and "--model_path (or --mindir_path) is required" in no_model.stderr
 
 
+def test_openvino_in_an_opencv_only_build_says_how_to_rebuild(runner, image_dir, exports, tmp_path):
+    completed = run_runner(runner, "--model_path", str(exports("ssd300", 1)), "--dataset_path", str(image_dir),
+                           "--backend", "openvino", "--output_dir", str(tmp_path / "out"))
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert ("--backend openvino: this runner was built without OpenVINO" in completed.stderr
+            and "rebuild with bash ascend310_infer/build.sh" in completed.stderr
+            and "or use --backend opencv" in completed.stderr), completed.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_mindir_path_is_an_alias_of_model_path(runner, image_dir, exports, tmp_path):
     completed = run_runner(runner, "--mindir_path", str(exports("ssd300", 1)), "--dataset_path", str(image_dir),
                            "--output_dir", str(tmp_path / "out"), "--timing_dir", str(tmp_path / "time"))
@@ -288,19 +305,24 @@ def test_run_infer_cpp_sh_prints_eval_py_map(runner, demo_root, trained_run, tmp
     eval_map = float(re.search(r"^mAP: ([0-9.eE+-]+)$", evaluated.stdout, flags=re.MULTILINE).group(1))
     assert eval_map > 0, "the reference run must detect something for the comparison to mean anything"
 
-    work = tmp_path / "work"
-    work.mkdir()
-    script = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "run_infer_cpp.sh"), str(model),
-                             str(demo_root / "coco" / "val2017"), "DVPP", str(config_path), "CPU"],
-                            cwd=work, capture_output=True, text=True, timeout=900)
-    assert script.returncode == 0, script.stdout[-3000:] + script.stderr[-3000:]
-    assert "DVPP applies to Ascend310 only" in script.stdout
-    assert "(300x300, CPU, preprocessing CPU)" in script.stdout
-    script_map = float(re.search(r"^\[infer\] mAP: ([0-9.eE+-]+)$", script.stdout, flags=re.MULTILINE).group(1))
-    assert f"{script_map:.3f}" == f"{eval_map:.3f}", (script_map, eval_map)
-    assert len(list((work / "result_Files").glob("*_0.bin"))) == 16
-    assert (work / "time_Result" / "test_perform_static.txt").is_file()
-    assert (work / "infer.log").is_file() and (work / "acc.log").is_file()
+    # the script's default CPU engine is OpenVINO, which build.sh finds in the venv's wheel
+    for cpp_backend, engine_line in (("", "[runner] OpenVINO "), ("opencv", "[runner] OpenCV ")):
+        work = tmp_path / f"work_{cpp_backend or 'default'}"
+        work.mkdir()
+        script = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "run_infer_cpp.sh"), str(model),
+                                 str(demo_root / "coco" / "val2017"), "DVPP", str(config_path), "CPU"],
+                                cwd=work, capture_output=True, text=True, timeout=900,
+                                env={**os.environ, "CPP_BACKEND": cpp_backend})
+        assert script.returncode == 0, script.stdout[-3000:] + script.stderr[-3000:]
+        assert "[infer] runner backend: cpu, engines: openvino (OpenVINO " in script.stdout, script.stdout[:3000]
+        assert "DVPP applies to Ascend310 only" in script.stdout
+        assert "(300x300, CPU, preprocessing CPU)" in script.stdout
+        assert engine_line in (work / "infer.log").read_text()
+        script_map = float(re.search(r"^\[infer\] mAP: ([0-9.eE+-]+)$", script.stdout, flags=re.MULTILINE).group(1))
+        assert f"{script_map:.3f}" == f"{eval_map:.3f}", (cpp_backend, script_map, eval_map)
+        assert len(list((work / "result_Files").glob("*_0.bin"))) == 16
+        assert (work / "time_Result" / "test_perform_static.txt").is_file()
+        assert (work / "acc.log").is_file()
 
 
 def test_run_infer_cpp_sh_usage(tmp_path):
@@ -310,6 +332,14 @@ def test_run_infer_cpp_sh_usage(tmp_path):
     bad_device = subprocess.run(["bash", script, "m.onnx", str(tmp_path), "CPU", "config/ssd300_config_cpu.yaml",
                                  "GPU"], capture_output=True, text=True)
     assert bad_device.returncode == 2 and "DEVICE_TYPE must be CPU or Ascend310, got 'GPU'" in bad_device.stderr
+    bad_engine = subprocess.run(["bash", script, "m.onnx", str(tmp_path)], capture_output=True, text=True,
+                                env={**os.environ, "CPP_BACKEND": "onnxruntime"})
+    assert bad_engine.returncode == 2
+    assert "CPP_BACKEND must be openvino or opencv, got 'onnxruntime'" in bad_engine.stderr
+    engine_on_ascend = subprocess.run(["bash", script, "m.mindir", str(tmp_path), "CPU",
+                                       "config/ssd300_config_cpu.yaml", "Ascend310"], capture_output=True, text=True,
+                                      env={**os.environ, "CPP_BACKEND": "opencv"})
+    assert engine_on_ascend.returncode == 2 and "CPP_BACKEND picks a CPU engine" in engine_on_ascend.stderr
     missing_model = subprocess.run(["bash", script, str(tmp_path / "m.onnx"), str(tmp_path)],
                                    capture_output=True, text=True)
     assert missing_model.returncode == 1 and f"model file {tmp_path / 'm.onnx'} not found" in missing_model.stderr

@@ -1,4 +1,4 @@
-// Small pieces both backends need: the normalisation constants, model/flag checks, timing and messages.
+// Small pieces every backend needs: the normalisation constants, model/flag checks, timing and messages.
 #ifndef SSD_INFER_BACKEND_SUPPORT_H_
 #define SSD_INFER_BACKEND_SUPPORT_H_
 

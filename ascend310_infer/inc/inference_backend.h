@@ -1,4 +1,5 @@
-// The one interface between the runner and an inference engine (OpenCV DNN or MindSpore Ascend310).
+// The one interface between the runner and an inference engine: OpenVINO or OpenCV DNN (cpu build, chosen
+// with --backend), or MindSpore on the Ascend310 (ascend310 build).
 #ifndef SSD_INFER_INFERENCE_BACKEND_H_
 #define SSD_INFER_INFERENCE_BACKEND_H_
 
@@ -42,7 +43,8 @@ class InferenceBackend {
 // The device this executable was built for ("CPU" or "Ascend310").
 std::string BuiltDeviceType();
 
-// The backend this executable was built with, loaded with the model of `options`.
+// The engine of `options` (cpu build: --backend) among those this executable was built with, loaded with
+// the model of `options`.
 // Throws std::runtime_error with the file and the fix when the model or options do not fit.
 std::unique_ptr<InferenceBackend> CreateBackend(const RunnerOptions& options);
 

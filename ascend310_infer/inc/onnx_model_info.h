@@ -16,7 +16,8 @@ struct OnnxModelInfo {
 
 // Reads the graph's first real input (initializers excluded) and its outputs from the
 // protobuf file. OpenCV DNN does not expose the exported batch size, which the runner
-// needs to pad the last batch. Throws std::runtime_error naming the file when it is not ONNX.
+// needs to pad the last batch; the openvino engine uses it to refuse a non-ONNX file the same way.
+// Throws std::runtime_error naming the file when it is not ONNX.
 OnnxModelInfo ReadOnnxModelInfo(const std::string& path);
 
 }  // namespace ssd_infer

@@ -15,7 +15,7 @@ class UsageError : public std::invalid_argument {
 };
 
 struct RunnerOptions {
-  std::string model_path;        // ONNX (cpu backend) or MINDIR (ascend310 backend)
+  std::string model_path;        // ONNX or OpenVINO IR .xml (cpu build), MINDIR (ascend310 build)
   std::string dataset_path;      // folder of images
   int64_t image_height = 0;      // 0: take it from the model's input
   int64_t image_width = 0;
@@ -28,6 +28,8 @@ struct RunnerOptions {
   std::string timing_dir = "./time_Result";
   std::string input_dump_dir;    // when set, each image's model input is written there (debugging)
   int64_t threads = 0;           // 0: the inference library's default
+  std::string backend;           // cpu build: "openvino" or "opencv"; empty: openvino when built with it
+  std::string precision = "f32";  // OpenVINO's inference precision: "f32" or "bf16"
   bool show_help = false;
 };
 

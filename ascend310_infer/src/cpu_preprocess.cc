@@ -1,11 +1,17 @@
 #include "cpu_preprocess.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <stdexcept>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "backend_support.h"
+#include "image_files.h"
+#include "result_files.h"
+
+namespace fs = std::filesystem;
 
 namespace ssd_infer {
 
@@ -29,6 +35,26 @@ void PreprocessImage(const std::string& path, int64_t height, int64_t width, flo
       }
     }
   }
+}
+
+void PreprocessBatch(const std::vector<std::string>& image_paths, int64_t batch_size, int64_t height, int64_t width,
+                     const std::string& dump_dir, float* batch_chw) {
+  const auto count = static_cast<int64_t>(image_paths.size());
+  if (count < 1 || count > batch_size) {
+    throw std::logic_error("batch of " + std::to_string(count) + " images for a model of batch " +
+                           std::to_string(batch_size));
+  }
+  const int64_t image_floats = 3 * height * width;
+  for (int64_t i = 0; i < count; ++i) {
+    const std::string& path = image_paths[static_cast<std::size_t>(i)];
+    float* image = batch_chw + i * image_floats;
+    PreprocessImage(path, height, width, image);
+    if (!dump_dir.empty()) {
+      const fs::path dump = fs::path(dump_dir) / (ImageStem(path) + "_input.bin");
+      WriteFloatFile(dump.string(), image, static_cast<std::size_t>(image_floats));
+    }
+  }
+  std::fill(batch_chw + count * image_floats, batch_chw + batch_size * image_floats, 0.0f);
 }
 
 }  // namespace ssd_infer

@@ -45,6 +45,10 @@ void CheckDeviceAndModel(const RunnerOptions& options) {
                              built + "); rebuild it with: bash ascend310_infer/build.sh " +
                              (options.device_type == "CPU" ? "cpu" : "ascend310 MINDSPORE_PATH"));
   }
+  if (built != "CPU" && (!options.backend.empty() || options.precision != "f32")) {
+    throw std::runtime_error("--backend and --precision choose among the cpu build's engines (OpenVINO, OpenCV "
+                             "DNN); this runner was built for the " + built + " and runs MindSpore");
+  }
   if (!fs::is_regular_file(options.model_path)) {
     throw std::runtime_error("model file " + options.model_path + " not found; export it first with: python "
                              "export.py --config_path CONFIG --file_format " +

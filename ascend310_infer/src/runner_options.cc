@@ -52,6 +52,8 @@ const std::map<std::string, Setter>& Setters() {
       {"timing_dir", Text(&RunnerOptions::timing_dir)},
       {"input_dump_dir", Text(&RunnerOptions::input_dump_dir)},
       {"threads", Integer("threads", &RunnerOptions::threads, 0)},
+      {"backend", Text(&RunnerOptions::backend)},
+      {"precision", Text(&RunnerOptions::precision)},
   };
   return setters;
 }
@@ -104,6 +106,8 @@ RunnerOptions ParseRunnerOptions(int argc, const char* const* argv) {
   if (options.device_type == "Ascend") options.device_type = "Ascend310";
   if (!options.device_type.empty()) CheckChoice("device_type", options.device_type, "CPU", "Ascend310");
   CheckChoice("cpu_dvpp", options.cpu_dvpp, "CPU", "DVPP");
+  if (!options.backend.empty()) CheckChoice("backend", options.backend, "openvino", "opencv");
+  CheckChoice("precision", options.precision, "f32", "bf16");
   if (options.output_dir.empty()) throw UsageError("--output_dir must not be empty");
   if (options.timing_dir.empty()) throw UsageError("--timing_dir must not be empty");
   return options;
@@ -112,7 +116,8 @@ RunnerOptions ParseRunnerOptions(int argc, const char* const* argv) {
 std::string UsageText(const std::string& program) {
   std::ostringstream text;
   text << "usage: " << program << " --model_path MODEL --dataset_path IMAGE_DIR [options]\n"
-       << "  --model_path PATH      exported model: ONNX for the cpu build, MINDIR for the ascend310 build\n"
+       << "  --model_path PATH      exported model: ONNX or OpenVINO IR (.xml, its .bin beside it) for the cpu\n"
+       << "                         build, MINDIR for the ascend310 build\n"
        << "                         (--mindir_path is accepted as an alias)\n"
        << "  --dataset_path DIR     folder of images (.jpg .jpeg .png .bmp), read in file-name order\n"
        << "  --image_height N       network input height (default 0: the model's)\n"
@@ -125,7 +130,11 @@ std::string UsageText(const std::string& program) {
        << "  --output_dir DIR       result files <stem>_0.bin / <stem>_1.bin (default ./result_Files)\n"
        << "  --timing_dir DIR       timing summary test_perform_static.txt (default ./time_Result)\n"
        << "  --input_dump_dir DIR   also write each image's model input <stem>_input.bin (debugging)\n"
-       << "  --threads N            inference threads (default 0: the library's default)\n";
+       << "  --threads N            inference threads (default 0: the library's default)\n"
+       << "  --backend ENGINE       cpu build: openvino (ONNX or IR) or opencv (OpenCV DNN, ONNX only); default\n"
+       << "                         openvino when this executable was built with OpenVINO, else opencv\n"
+       << "  --precision P          OpenVINO's float precision: f32 or bf16 (default f32; bf16 needs a CPU with\n"
+       << "                         native bf16 and moves scores by up to ~0.3); an INT8 model stays INT8 at either\n";
   return text.str();
 }
 
