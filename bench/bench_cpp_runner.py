@@ -102,9 +102,9 @@ def main() -> None:
     if built.returncode != 0:
         raise SystemExit(f"building the runner failed:\n{built.stdout}{built.stderr}")
     engines = runner_engines(built.stdout)
-    # The runner runs in the environment the bench was started in: the oneDNN ISA cap below is for the
-    # MindSpore export only, and OpenVINO's oneDNN would obey it too (no bf16 kernels under AVX2).
-    runner_env = dict(os.environ)
+    # The oneDNN ISA cap below is for the MindSpore export only: OpenVINO's oneDNN would obey it too (no bf16
+    # kernels under AVX2, INT8 without VNNI), so the runner runs without it, as run_infer_cpp.sh runs it.
+    runner_env = {name: value for name, value in os.environ.items() if name != "ONEDNN_MAX_CPU_ISA"}
     config = load_config(args.config)
     cap_onednn_isa(config.device_target)  # for the MindSpore export only
     import mindspore as ms

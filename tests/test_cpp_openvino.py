@@ -26,6 +26,7 @@ import onnx
 import openvino as ov
 import pytest
 
+from src.deploy.engines import open_session, openvino_cpu_has_bf16, session_predictor
 from src.model_utils.config import load_config
 from tests import test_cpp_runner
 from tests.test_cpp_runner import (CONFIGS, IMAGE_SPECS, SOURCE_DIR, TOLERANCE, max_difference, onnxruntime_outputs,
@@ -205,19 +206,11 @@ def test_int8_model_runs_as_in_openvino_python(runner, models, image_dir, tmp_pa
     int8_path = tmp_path / "ssd300_int8.onnx"
     onnx.save(quantized, str(int8_path))
 
-    # INT8 kernels differ with the oneDNN ISA (conftest caps it for MindSpore), and on this random-weight network
-    # by up to 0.9 in a score (so does onnxruntime): the runner gets this process's cap, so both run the same.
-    same_isa = {name: os.environ[name] for name in ("ONEDNN_MAX_CPU_ISA",) if name in os.environ}
-    run = run_engine(runner, int8_path, image_dir, tmp_path / "int8", "--backend", "openvino", **same_isa)
-    compiled = ov.Core().compile_model(str(int8_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                               "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
-    expected_boxes, expected_scores = [], []
-    for image in run.inputs:
-        outputs = request.infer({0: image[None]})
-        expected_boxes.append(np.array(outputs[compiled.output(0)])[0])
-        expected_scores.append(np.array(outputs[compiled.output(1)])[0])
-    difference = max_difference((run.boxes, run.scores), (np.stack(expected_boxes), np.stack(expected_scores)))
+    # INT8 kernels differ with the oneDNN ISA (by up to 0.9 in a score on this random-weight network): the
+    # runner runs without the cap conftest sets for MindSpore, and so does the Python engine (it lifts the cap).
+    run = run_engine(runner, int8_path, image_dir, tmp_path / "int8", "--backend", "openvino")
+    expected_boxes, expected_scores = session_predictor(open_session(int8_path, "openvino", "CPU", "f32"))(run.inputs)
+    difference = max_difference((run.boxes, run.scores), (expected_boxes, expected_scores))
     assert difference <= TOLERANCE
 
 
@@ -225,7 +218,7 @@ def test_bf16_is_explicit(runner, models, image_dir, engine_runs, tmp_path):
     """bf16 runs (and moves the outputs) where the CPU has it natively, and is refused clearly where not."""
     arguments = ("--model_path", str(models["onnx-b1"]), "--dataset_path", str(image_dir), "--precision", "bf16",
                  "--output_dir", str(tmp_path / "out"), "--timing_dir", str(tmp_path / "time"))
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if not openvino_cpu_has_bf16():  # asked without the cap: a capped query would pin it for this process
         refused = run_runner(runner, *arguments)
         assert refused.returncode == 1
         assert "--precision bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX)" in refused.stderr
@@ -233,7 +226,10 @@ def test_bf16_is_explicit(runner, models, image_dir, engine_runs, tmp_path):
     run = run_engine(runner, models["onnx-b1"], image_dir, tmp_path / "bf16", "--precision", "bf16")
     assert "CPU (bf16 precision, " in run.completed.stdout
     f32 = engine_runs["openvino-onnx"]
-    assert TOLERANCE < max_difference((run.boxes, run.scores), (f32.boxes, f32.scores)) < 0.5
+    assert max_difference((run.boxes, run.scores), (f32.boxes, f32.scores)) > TOLERANCE
+    # rounding only: single scores of this random-weight network move by up to ~0.6, the mean hardly at all
+    assert all(float(np.abs(got - want).mean()) < 0.02
+               for got, want in ((run.boxes, f32.boxes), (run.scores, f32.scores)))
     capped = run_runner(runner, *arguments, ONEDNN_MAX_CPU_ISA="AVX2")
     assert capped.returncode == 1
     assert "ONEDNN_MAX_CPU_ISA=AVX2 is set in the environment and limits OpenVINO's CPU kernels" in capped.stderr

@@ -17,7 +17,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.deploy.engines import OnnxModelError, check_model_fits_config, open_session, session_predictor
+from src.deploy.engines import (OnnxModelError, check_model_fits_config, open_session, openvino_cpu_has_bf16,
+                                session_predictor)
 from src.deploy.export import ExportError, export_inference_model
 from src.deploy.quantize import CalibrationError, calibration_image_paths, load_calibration_set
 from src.model_utils.config import load_config
@@ -138,7 +139,7 @@ def test_quantize_requests_are_checked_before_any_work():
 
 
 def test_calibration_set_counts_unreadable_images_and_refuses_none(tmp_path, demo_root):
-    config = load_config(DEMO_CONFIG, ["--data_path", str(demo_root), "--coco_root", "coco"])
+    config = load_config(DEMO_CONFIG, {"data_path": str(demo_root), "coco_root": "coco"})
     paths, source = calibration_image_paths(config, 5)
     assert len(paths) == 5 and source == "5 of the 48 training images"
     broken = tmp_path / "broken.jpg"
@@ -148,7 +149,7 @@ def test_calibration_set_counts_unreadable_images_and_refuses_none(tmp_path, dem
     assert [batch.shape for batch in calibration.batches] == [(2, 3, *config.img_shape)] * 2
     with pytest.raises(CalibrationError, match="none of the 1 calibration images could be read"):
         load_calibration_set([broken], config.img_shape, 2, source)
-    empty = load_config(DEMO_CONFIG, ["--data_path", str(tmp_path), "--coco_root", "coco"])
+    empty = load_config(DEMO_CONFIG, {"data_path": str(tmp_path), "coco_root": "coco"})
     with pytest.raises(CalibrationError, match="calibrates on the training images"):
         calibration_image_paths(empty, 5)
 
@@ -189,14 +190,14 @@ def test_int8_export_runs_in_every_engine_and_reports_its_accuracy(trained_run, 
 def test_bf16_is_explicit_and_compiles_under_mindspores_onednn_cap(float_exports):
     """conftest caps oneDNN at AVX2 for MindSpore, as the entry scripts do; OpenVINO must compile bf16 anyway."""
     config, onnx_file, _, inputs, references = float_exports
-    import openvino as ov
-
     assert os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2"
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if not openvino_cpu_has_bf16():
         with pytest.raises(OnnxModelError, match="needs a CPU with native bf16"):
             open_session(onnx_file, "openvino", precision="bf16")
         return
     session = open_session(onnx_file, "openvino", precision="bf16")
     assert "CPU bf16" in session.description and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
-    difference = max_difference(session_predictor(session)(inputs[0]), references[0])
-    assert TOLERANCE < difference < 0.5, "bf16 must differ from f32, by rounding only"
+    outputs = session_predictor(session)(inputs[0])
+    assert max_difference(outputs, references[0]) > TOLERANCE, "bf16 must differ from f32"
+    # rounding only: single scores of this random-weight network move by up to ~0.6, the mean hardly at all
+    assert all(float(np.abs(got - want).mean()) < 0.02 for got, want in zip(outputs, references[0]))

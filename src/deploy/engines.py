@@ -154,6 +154,13 @@ def _without_onednn_isa_cap() -> Iterator[None]:
             os.environ[ONEDNN_ISA_VARIABLE] = capped
 
 
+def openvino_cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin offers native bf16; asked without the ISA cap, which the plugin would keep."""
+    ov = _import_openvino()
+    with _without_onednn_isa_cap():
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def _openvino_session(model_path: Path, device_target: str, precision: str) -> ModelSession:
     if device_target != "CPU":
         raise OnnxModelError(f"--backend openvino runs on the CPU here; pass --device_target CPU (got "
@@ -162,11 +169,11 @@ def _openvino_session(model_path: Path, device_target: str, precision: str) -> M
         raise OnnxModelError(f"{model_path.with_suffix('.bin')} not found: an OpenVINO IR is the .xml and its .bin "
                              f"side by side; copy both, or export again with python export.py --file_format OPENVINO")
     ov = _import_openvino()
+    if precision == "bf16" and not openvino_cpu_has_bf16():
+        raise OnnxModelError("precision bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX), which this one "
+                             "lacks; use --precision f32")
     with _without_onednn_isa_cap():
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise OnnxModelError("precision bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX), which this one "
-                                 "lacks; use --precision f32")
         try:
             model = core.read_model(str(model_path))
             compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
