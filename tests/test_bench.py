@@ -54,6 +54,24 @@ def test_bench_postprocess_reports_time_and_peak_memory():
 def test_bench_train_times_one_network():
     out = run_bench("bench_train.py", "--config", "config/ssd300_config_cpu.yaml", "--batch_size", "2", "--steps", "1")
     assert re.search(r"^ssd300\s+300x300\s+2\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+$", out, flags=re.MULTILINE), out
+    assert re.search(r"^model\s+forward s\s+backward\+update s\s+data s/batch\s+first step \(compile\) s$", out,
+                     flags=re.MULTILINE), out
+    split = re.search(r"^ssd300\s+([0-9.]+)\s+(-?[0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", out, flags=re.MULTILINE)
+    assert split and float(split[1]) > 0 and float(split[3]) > 0 and float(split[4]) > 0, out
+
+
+@pytest.mark.slow
+def test_profile_train_step_prints_the_stages_and_the_op_table():
+    out = run_bench("profile_train_step.py", "--config", "config/ssd300_demo_config_cpu.yaml", "--batch_size", "2",
+                    "--steps", "1", "--profile_steps", "1")
+    assert "command: " in out and "profile_train_step.py --config config/ssd300_demo_config_cpu.yaml" in out, out
+    for stage in ("forward, inference mode", "forward, training mode", "forward + loss", "forward + loss + backward",
+                  "train step (src/train/step.py)"):
+        assert re.search(rf"^{re.escape(stage)}\s+[0-9.]+\s+[0-9.]+\s+\d+%$", out, flags=re.MULTILINE), (stage, out)
+    assert re.search(r"^data pipeline per batch, alone\s+[0-9.]+\s+\d+%", out, flags=re.MULTILINE), out
+    ops = re.findall(r"^(\w+)\s+\d+\s+[0-9.]+\s+[0-9.]+%$", out, flags=re.MULTILINE)
+    assert len(ops) == 15 and "Conv2D" in ops, out
+    assert re.search(r"^depthwise 3x3\s+33\s", out, flags=re.MULTILINE), out
 
 
 @pytest.mark.slow

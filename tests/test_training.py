@@ -6,6 +6,7 @@ run (resume equivalence, evaluation, checkpoint refusal).
 """
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,15 @@ def test_training_lowers_the_loss_and_saves_checkpoints(trained_run):
     names = sorted(p.name for p in (trained_run / "ckpt_0").glob("ssd-*.ckpt"))
     assert names == [f"ssd-{e}_{STEPS_PER_EPOCH}.ckpt" for e in range(1, EPOCHS + 1)]
     assert (trained_run / "log" / "train_rank0.log").read_text().count("training done") == 1
+
+
+def test_the_log_says_that_the_first_step_compiles_and_how_long_it_took(trained_run):
+    """10-30 s of a progress bar standing still read as a hang without these two lines."""
+    log = (trained_run / "log" / "train_rank0.log").read_text()
+    compiling = log.index("first step: compiling the training graph")
+    compiled = re.search(r"graph compiled in \d+\.\d s \(first step\)", log)
+    assert compiled and log.count("graph compiled in") == 1, log
+    assert compiling < compiled.start() < log.index(f"epoch 1/{EPOCHS} step 1/{STEPS_PER_EPOCH}")
 
 
 def test_the_run_saves_its_resolved_config_beside_the_checkpoints(demo_root, trained_run):

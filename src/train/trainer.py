@@ -178,6 +178,7 @@ class Trainer:
         self.output = Path(config.output_path)
         self.checkpoint_dir = self.output / f"ckpt_{process.rank}"
         self._saved: list[Path] = []  # epoch checkpoints this run wrote, oldest first: the only ones it prunes
+        self._graph_compiled = False  # until the run's first train step
         self._lock = RunLock(self.output / LOCK_FILE.format(rank=process.rank), logger,
                              fix="pass another --output_path")
         self._lock.acquire()
@@ -314,7 +315,7 @@ class Trainer:
             if record_ids:
                 consumed_ids.extend(int(i) for i in img_ids.asnumpy().reshape(-1))
             lr = float(self.lr[global_step])
-            loss_t, overflow_t, scale_t, class_loss_t, box_loss_t = self.train_net(*inputs)
+            loss_t, overflow_t, scale_t, class_loss_t, box_loss_t = self._train_step(inputs)
             loss = float(loss_t.asnumpy())
             losses = {"loss": f"{loss:.6f}", "class_loss": f"{float(class_loss_t.asnumpy()):.6f}",
                       "box_loss": f"{float(box_loss_t.asnumpy()):.6f}"}
@@ -341,6 +342,19 @@ class Trainer:
         if record_ids:
             self._record_consumed_ids(epoch, consumed_ids)
         return loss, global_step
+
+    def _train_step(self, inputs: list) -> tuple:
+        """One train step. The run's first one compiles the graph (10-30 s on 2 CPU cores), during which
+        the progress bar stands still: the log says that compilation runs, then how long it took."""
+        if self._graph_compiled:
+            return self.train_net(*inputs)
+        self.log.info("first step: compiling the training graph (the progress bar stands still until it is done)")
+        started = time.time()
+        outputs = self.train_net(*inputs)
+        outputs[0].asnumpy()  # the step has run, not only started
+        self.log.info(f"graph compiled in {time.time() - started:.1f} s (first step)")
+        self._graph_compiled = True
+        return outputs
 
     def _record_consumed_ids(self, epoch: int, img_ids: list[int]) -> None:
         """Write which images this rank trained on in the run's first epoch, in order.
