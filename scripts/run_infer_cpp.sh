@@ -17,7 +17,9 @@ usage: bash scripts/run_infer_cpp.sh MODEL_PATH DATA_PATH [DVPP] [CONFIG_PATH] [
   DEVICE_ID    Ascend device id (default 0)
 environment:
   CPP_BACKEND  openvino or opencv: the CPU engine (default: OpenVINO when the runner was built with it)
-Writes result_Files/, time_Result/, build.log, infer.log and acc.log in the current directory.
+  MISSING_AS_EMPTY=1  score ground-truth images without result files as having no detections (a partial folder)
+Writes result_Files/, time_Result/, build.log, infer.log, acc.log and postprocess.py's detections json and
+per-class AP csv in the current directory.
 TEXT
   exit 2
 }
@@ -67,8 +69,11 @@ sed -n 's/^\[build\] SSD runner backend: /[infer] runner backend: /p' build.log
 # the network input size comes from the config through the project's YAML loader
 shape="$(cd "$root" && "$py" -c '
 import sys
-from src.model_utils.config import load_config
-height, width = load_config(sys.argv[1]).img_shape
+from src.model_utils.config import ConfigError, load_config
+try:
+    height, width = load_config(sys.argv[1]).img_shape
+except ConfigError as error:
+    sys.exit(f"[infer] {error}")
 print(int(height), int(width))' "$config")"
 read -r height width <<< "$shape"
 
@@ -83,5 +88,8 @@ env -u ONEDNN_MAX_CPU_ISA "$root/ascend310_infer/out/main" --model_path "$model"
 
 echo "[infer] scoring result_Files with postprocess.py; log: acc.log"
 results="$PWD/result_Files"
-(cd "$root" && "$py" postprocess.py --config_path "$config" --result_path "$results" --img_path "$data") 2>&1 | tee acc.log
+score_args=(--output_path "$PWD")
+if [ "${MISSING_AS_EMPTY:-0}" = 1 ]; then score_args+=(--missing_as_empty); fi
+(cd "$root" && "$py" postprocess.py --config_path "$config" --result_path "$results" --img_path "$data" \
+  "${score_args[@]}") 2>&1 | tee acc.log
 echo "[infer] $(grep -m1 '^mAP:' acc.log)"

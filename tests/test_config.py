@@ -627,3 +627,21 @@ def test_import_reads_no_argv_and_no_file(monkeypatch) -> None:
 def test_parse_args_reads_sys_argv_only_when_called(monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["train.py", "--batch_size", "3"])
     assert parse_args(default_config_path=CPU).batch_size == 3
+
+
+def test_a_saved_run_config_older_than_the_later_keys_takes_their_defaults(tmp_path: Path) -> None:
+    """config.yaml files beside older checkpoints (and model-zoo files) lack the keys added since; they still load."""
+    from src.model_utils.config import LATER_KEYS
+
+    config = load_config(ASCEND, {"batch_size": 3})
+    saved = save_resolved_config(config, tmp_path / "config.yaml")
+    documents = _documents(saved)
+    for document in documents:
+        for key in LATER_KEYS:
+            document.pop(key, None)
+    saved.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+    old = load_config(saved)
+    assert _strictly_equal(dict(sorted(old.to_dict().items())), dict(sorted(config.to_dict().items())))
+    assert old.help("quantize") == config.help("quantize")
+    with pytest.raises(ConfigError, match="quantize"):
+        load_config(saved, {"quantize": "int4"})  # the allowed values came along

@@ -103,8 +103,10 @@ def test_checkpoint_mindir_and_onnx_agree(model_name, checkpoints, tmp_path):
 
 def test_reexport_replaces_the_read_only_file(checkpoints, tmp_path):
     config = load_config(CONFIGS["ssd300"])
+    tmp_path.chmod(0o755)
     first = export_inference_model(config, checkpoints["ssd300"], "MINDIR", 1, tmp_path / "ssd")
     assert stat.S_IMODE(first.stat().st_mode) == 0o400  # what MindSpore writes
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755, "MindSpore's chmod 0700 of the user's folder undone"
     before = first.stat()
     again = export_inference_model(config, checkpoints["ssd300"], "MINDIR", 1, tmp_path / "ssd.mindir")
     assert again == first and again.stat().st_ino != before.st_ino  # a new file, not an error or a partial write

@@ -67,7 +67,9 @@ InputSize ResolveInputSize(const RunnerOptions& options, const std::string& inpu
 void CheckOutputCount(const std::string& model_path, std::size_t count) {
   if (count != 2) {
     throw std::runtime_error(model_path + " has " + std::to_string(count) +
-                             " outputs; an SSD export with decoding has two (boxes, scores)");
+                             " outputs; the runner reads a plain SSD export with two (boxes, scores): a model "
+                             "exported with --export_nms True (four outputs) returns final detections and needs no "
+                             "runner, so export it again without --export_nms for the runner");
   }
 }
 

@@ -33,8 +33,9 @@ class OpenCvDnnBackend final : public InferenceBackend {
     } catch (const cv::Exception& error) {
       cv::utils::logging::setLogLevel(log_level);
       throw std::runtime_error("OpenCV " CV_VERSION " cannot load " + model_path_ +
-                               "; export it with export.py, which rewrites MindSpore's ONNX into a form "
-                               "OpenCV 4.6 reads (OpenCV said: " + error.msg + ")");
+                               "; OpenCV DNN reads the float ONNX of export.py (not an INT8 --quantize model nor a "
+                               "--export_nms one): run this file with --backend openvino, or export a plain float "
+                               "ONNX (OpenCV said: " + error.msg + ")");
     }
   }
 

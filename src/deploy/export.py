@@ -16,8 +16,8 @@ leaves a file that looks finished.
 """
 from __future__ import annotations
 
-import logging
 import os
+import stat
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,6 @@ from src.model_utils.errors import SSDError
 from src.model_utils.files import temporary_path
 from src.models.registry import inference_network
 from src.weights.checkpoint import load_network_weights
-
-logger = logging.getLogger("ssd")
 
 #: The suffix of each format's file (OPENVINO: the IR's .xml; its .bin lies beside it).
 EXPORT_SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air", "OPENVINO": ".xml"}
@@ -95,16 +93,24 @@ def _mindspore_export(config: Any, checkpoint_path: str | Path | None, file_form
     infer_net.set_train(False)
     height, width = config.img_shape
     example = ms.Tensor(np.zeros((int(batch_size), 3, int(height), int(width)), dtype=np.float32))
-    ms.export(infer_net, example, file_name=str(path), file_format=file_format)
+    folder_mode = path.parent.stat().st_mode
+    try:
+        ms.export(infer_net, example, file_name=str(path), file_format=file_format)
+    finally:  # MindSpore makes the folder it writes into private (0700); it is the user's folder
+        os.chmod(path.parent, stat.S_IMODE(folder_mode))
     if not path.is_file():
         raise ExportError(f"mindspore.export reported no error but {path} was not written")
 
 
 def _convert_to_openvino(onnx_path: Path, xml_path: Path) -> None:
-    """The IR of ``onnx_path``; weights stay f32 (OpenVINO's save_model would halve them to f16 by default)."""
+    """The IR of ``onnx_path``; weights stay f32 (OpenVINO's save_model would halve them to f16 by default).
+
+    Read through the runtime's ONNX front end rather than ``convert_model``, which is the same conversion
+    plus usage telemetry sent to the network (a failing HTTP request on offline machines).
+    """
     import openvino as ov
 
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
 
 
 def export_inference_model(config: Any, checkpoint_path: str | Path | None, file_format: str, batch_size: int,

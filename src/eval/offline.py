@@ -28,6 +28,8 @@ from src.eval.postprocess import Detections, finite_rows, postprocess_with_confi
 from src.model_utils.errors import SSDError
 
 _FLOAT32 = np.dtype("<f4")
+#: How many missing or truncated result files the error lists (the count covers all of them).
+MAX_LISTED_PROBLEMS = 20
 #: How many result files holding NaN/Inf the summary names.
 MAX_NON_FINITE_FILES = 5
 
@@ -142,15 +144,18 @@ def _problem_report(problems: dict[int, list[str]], images: Sequence[ImageResult
     lines = [f"{sum(map(len, problems.values()))} result files of {len(problems)} images are missing or truncated "
              f"in {result_path} (each image needs <stem>_0.bin = {num_boxes} x 4 float32 and <stem>_1.bin = "
              f"{num_boxes} x {num_classes} float32):"]
-    lines += [f"  {text}" for texts in problems.values() for text in texts]
+    listed = [f"  {text}" for texts in problems.values() for text in texts]
+    lines += listed[:MAX_LISTED_PROBLEMS]
+    if len(listed) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(listed) - MAX_LISTED_PROBLEMS} more")
     if img_path is not None:
         on_disk = {path.stem for path in img_path.iterdir() if path.is_file()}
         absent = [image.stem for image in images if image.image_id in problems and image.stem not in on_disk]
         if absent:
             lines.append(f"{len(absent)} of those images are not in --img_path {img_path} either, so the runner never "
                          f"saw them: run it on the folder of the ground truth's images")
-    lines.append(f"Re-run the inference for them, or pass --missing_as_empty to score those {len(problems)} images as "
-                 f"having no detections.")
+    lines.append(f"Re-run the inference for them, or pass --missing_as_empty (run_infer_cpp.sh: MISSING_AS_EMPTY=1) "
+                 f"to score those {len(problems)} images as having no detections.")
     return "\n".join(lines)
 
 

@@ -50,6 +50,12 @@ logger = logging.getLogger("ssd")
 RETIRED_ZOO_KEYS = {
     "global_step": "only the zoo's ONNX config has it; the learning-rate schedule starts at pre_trained_epoch_size",
 }
+#: Keys added after run configs began to be saved beside checkpoints (and absent from every model-zoo
+#: file): a self-contained file without them was written before they existed, so it takes their
+#: defaults, with a log line, and old runs' config.yaml and copied zoo files keep working. Any other
+#: missing key is still an error when read: its value would be a guess.
+LATER_KEYS = ("finetune", "yolo_root", "yolo_train_split", "yolo_val_split", "val_fraction", "export_nms", "quantize",
+              "calib_images")
 #: Integer keys for which a fraction is meaningful: a file may say ``warmup_epochs: 0.3``.
 FRACTIONAL_INT_KEYS = frozenset({"warmup_epochs", "loss_scale"})
 
@@ -238,10 +244,23 @@ def _read_config_file(path: str | Path, including: tuple[Path, ...] = ()) -> _Co
         base = _merged_bases([_read_config_file(b, (*including, resolved)) for b in bases])
         config_file = _inherit(base, resolved, values, help_lines, choices)
     else:
-        config_file = _ConfigFile(resolved, _checked_full_file_values(values, help_lines, resolved), help_lines,
-                                  choices)
+        config_file = _with_later_keys(_ConfigFile(resolved, _checked_full_file_values(values, help_lines, resolved),
+                                                   help_lines, choices))
     _check_choices_document(config_file)
     return config_file
+
+
+def _with_later_keys(config_file: _ConfigFile) -> _ConfigFile:
+    """A self-contained file completed with the defaults (value, help, allowed values) of the LATER_KEYS it lacks."""
+    missing = [key for key in LATER_KEYS if key not in config_file.values]
+    if not missing or config_file.path == REFERENCE_CONFIG_PATH.resolve():
+        return config_file
+    reference = _read_config_file(REFERENCE_CONFIG_PATH)
+    logger.info(f"{_display_path(config_file.path)} predates the keys {', '.join(missing)}: using their defaults")
+    return _ConfigFile(config_file.path, {**config_file.values, **{key: reference.values[key] for key in missing}},
+                       {**config_file.help, **{key: reference.help[key] for key in missing if key in reference.help}},
+                       {**config_file.choices,
+                        **{key: reference.choices[key] for key in missing if key in reference.choices}})
 
 
 @functools.lru_cache(maxsize=1)
