@@ -28,7 +28,7 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench.machine_info import describe_machine  # noqa: E402
+from bench.machine_info import cpu_has_native_bf16, describe_machine  # noqa: E402
 from src.model_utils.config import load_config  # noqa: E402
 from src.model_utils.device_adapter import cap_onednn_isa  # noqa: E402
 
@@ -42,12 +42,6 @@ def write_images(folder: Path, count: int) -> None:
     for index in range(count):
         noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
         cv2.imwrite(str(folder / f"{index:06d}.jpg"), cv2.GaussianBlur(noise, (9, 9), 0))
-
-
-def cpu_has_native_bf16() -> bool:
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def runner_engines(build_output: str) -> list[tuple[str, str]]:
@@ -139,9 +133,8 @@ def main() -> None:
     if "OpenVINO" not in versions:
         runner_versions += ", no OpenVINO in this build (see ascend310_infer/build.sh)"
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16 (openvino bf16 not timed)"
-    runner_isa = runner_env.get("ONEDNN_MAX_CPU_ISA", "unset")
-    print(f"{describe_machine('onnxruntime', 'openvino')}; {runner_versions} (runner, ONEDNN_MAX_CPU_ISA="
-          f"{runner_isa}); CPU has {bf16}")
+    print(f"{describe_machine('onnxruntime', 'openvino')}; {runner_versions} (runner, ONEDNN_MAX_CPU_ISA unset); "
+          f"CPU has {bf16}")
     print(f"{config.model_name} {height}x{width}, {args.images} JPEG images 640x480 (first batch excluded as warm-up)")
     for batch_size, engine, latency, inference, throughput, ort_ms in rows:
         print(f"batch {batch_size}: C++ runner {latency:.1f} ms/image (inference {inference:.1f} ms) = "

@@ -31,7 +31,6 @@ from pathlib import Path
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 RUNNER = REPO / "ascend310_infer" / "out" / "main"
 #: (engine, precision, export format, quantize) of each Python row.
@@ -42,11 +41,6 @@ PYTHON_ROWS = [("mindspore-ckpt", "f32", "CKPT", "none"), ("mindspore-mindir", "
 #: (runner backend, precision, export format, quantize) of each C++ row.
 CPP_ROWS = [("cpp-opencv", "f32", "ONNX", "none"), ("cpp-openvino", "f32", "OPENVINO", "none"),
             ("cpp-openvino", "int8", "OPENVINO", "int8")]
-
-
-def cpu_has_native_bf16() -> bool:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # ---- worker: one engine in this process ------------------------------------------------------------
@@ -212,7 +206,7 @@ def main() -> None:
         return
     if not args.checkpoint:
         parser.error("--checkpoint is required (e.g. the demo's output/demo/ckpt_0/ssd-6_125.ckpt)")
-    from machine_info import describe_machine
+    from bench.machine_info import cpu_has_native_bf16, describe_machine
 
     from src.model_utils.config import load_config
 

@@ -17,6 +17,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512_BF16 or AMX): where OpenVINO's bf16 precision exists."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def package_version(name: str) -> str:
     try:
         return metadata.version(name)

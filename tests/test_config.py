@@ -551,7 +551,8 @@ def test_single_document_user_file_without_help_or_choices(tmp_path: Path) -> No
     cfg = load_config(path)
     assert cfg.weight_decay == 4e-5 and type(cfg.weight_decay) is float  # PyYAML alone would give a string
     assert cfg.help("batch_size") == ""
-    assert load_config(path, overrides={"dataset": "anything"}).dataset == "anything"  # no choices document
+    with pytest.raises(ConfigError, match="'anything' is not an allowed value of dataset"):
+        load_config(path, overrides={"dataset": "anything"})  # no choices document: the code's allowed values hold
 
 
 def test_duplicate_key_and_bad_documents_are_rejected(tmp_path: Path) -> None:
@@ -639,9 +640,11 @@ def test_a_saved_run_config_older_than_the_later_keys_takes_their_defaults(tmp_p
     for document in documents:
         for key in LATER_KEYS:
             document.pop(key, None)
+    documents[2]["file_format"] = ["MINDIR", "AIR", "ONNX"]  # the allowed values of its day
     saved.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
     old = load_config(saved)
     assert _strictly_equal(dict(sorted(old.to_dict().items())), dict(sorted(config.to_dict().items())))
     assert old.help("quantize") == config.help("quantize")
     with pytest.raises(ConfigError, match="quantize"):
         load_config(saved, {"quantize": "int4"})  # the allowed values came along
+    assert load_config(saved, {"file_format": "OPENVINO"}).file_format == "OPENVINO"  # today's allowed values

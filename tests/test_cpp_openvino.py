@@ -29,8 +29,8 @@ import pytest
 from src.deploy.engines import open_session, openvino_cpu_has_bf16, session_predictor
 from src.model_utils.config import load_config
 from tests import test_cpp_runner
-from tests.test_cpp_runner import (CONFIGS, IMAGE_SPECS, SOURCE_DIR, TOLERANCE, max_difference, onnxruntime_outputs,
-                                   python_eval_preprocess)
+from tests.test_cpp_runner import (CONFIGS, IMAGE_SPECS, TOLERANCE, build_runner, max_difference,
+                                   onnxruntime_outputs, python_eval_preprocess)
 
 # Builds the runner and exports real networks: the full suite only.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("graph_mode")]
@@ -46,20 +46,12 @@ OPENVINO_VERSION = ov.get_version().split("-")[0]
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory) -> Path:
     """ascend310_infer's cpu build with OpenVINO found through the venv's wheel, in a temporary folder."""
-    missing = [tool for tool in ("cmake", "make", "g++") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (bash scripts/setup_env.sh installs them)")
-    build = tmp_path_factory.mktemp("openvino_runner_build")
     openvino_dir = Path(ov.__file__).parent / "cmake"
-    configure = subprocess.run(["cmake", "-S", str(SOURCE_DIR), "-B", str(build), f"-DOpenVINO_DIR={openvino_dir}"],
-                               capture_output=True, text=True)
-    assert configure.returncode == 0, configure.stdout + configure.stderr
+    binary, configured = build_runner(tmp_path_factory.mktemp("openvino_runner_build"),
+                                      f"-DOpenVINO_DIR={openvino_dir}")
     assert (f"SSD runner backend: cpu, engines: openvino (OpenVINO {OPENVINO_VERSION}, the default), opencv (OpenCV "
-            in configure.stdout), configure.stdout
-    compiled = subprocess.run(["cmake", "--build", str(build), "-j", "2"], capture_output=True, text=True)
-    assert compiled.returncode == 0, compiled.stdout[-5000:] + compiled.stderr[-5000:]
-    assert "warning" not in compiled.stdout + compiled.stderr
-    return build / "main"
+            in configured), configured
+    return binary
 
 
 def user_environment(**extra: str) -> dict[str, str]:

@@ -37,7 +37,6 @@ predict.py read them.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,9 +46,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from src.deploy.engines import ModelSession, check_model_fits_config
+from src.deploy.onnx_compat import save_onnx_atomically
 from src.eval.postprocess import PRE_NMS_TOP_K, Detections
 from src.model_utils.errors import SSDError
-from src.model_utils.files import temporary_path
 
 #: Output names of a model with NMS in its graph (a plain export has boxes and scores of every anchor).
 NMS_OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
@@ -100,13 +99,7 @@ class NmsSettings:
 def add_nms_to_file(path: str | Path, settings: NmsSettings) -> None:
     """Rewrite the decode model at ``path`` in place (atomically) into the NMS model."""
     path = Path(path)
-    model = append_nms(onnx.load(str(path)), settings, str(path))
-    partial = temporary_path(path)
-    try:
-        onnx.save(model, str(partial))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    save_onnx_atomically(append_nms(onnx.load(str(path)), settings, str(path)), path)
 
 
 def append_nms(model: onnx.ModelProto, settings: NmsSettings, source: str = "<model>") -> onnx.ModelProto:

@@ -43,7 +43,11 @@ class OnnxCompatError(SSDError, ValueError):
 def make_opencv_compatible(path: str | Path) -> None:
     """Rewrite the ONNX file at ``path`` in place (atomically) into the opset-10 form."""
     path = Path(path)
-    model = rewrite_to_opset10(onnx.load(str(path)), str(path))
+    save_onnx_atomically(rewrite_to_opset10(onnx.load(str(path)), str(path)), path)
+
+
+def save_onnx_atomically(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` to ``path`` through a temporary file, so no reader ever sees half of it."""
     partial = temporary_path(path)
     try:
         onnx.save(model, str(partial))

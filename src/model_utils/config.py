@@ -251,16 +251,20 @@ def _read_config_file(path: str | Path, including: tuple[Path, ...] = ()) -> _Co
 
 
 def _with_later_keys(config_file: _ConfigFile) -> _ConfigFile:
-    """A self-contained file completed with the defaults (value, help, allowed values) of the LATER_KEYS it lacks."""
-    missing = [key for key in LATER_KEYS if key not in config_file.values]
-    if not missing or config_file.path == REFERENCE_CONFIG_PATH.resolve():
+    """A self-contained file completed from the reference file: the LATER_KEYS it lacks (value, help, allowed
+    values), and this code's allowed values for every key (an older run's file lists those of its day, e.g.
+    file_format without OPENVINO)."""
+    if config_file.path == REFERENCE_CONFIG_PATH.resolve():
         return config_file
     reference = _read_config_file(REFERENCE_CONFIG_PATH)
-    logger.info(f"{_display_path(config_file.path)} predates the keys {', '.join(missing)}: using their defaults")
+    missing = [key for key in LATER_KEYS if key not in config_file.values]
+    if missing:
+        logger.info(f"{_display_path(config_file.path)} predates the keys {', '.join(missing)}: using their defaults")
+    keys = {*config_file.values, *missing}
     return _ConfigFile(config_file.path, {**config_file.values, **{key: reference.values[key] for key in missing}},
                        {**config_file.help, **{key: reference.help[key] for key in missing if key in reference.help}},
-                       {**config_file.choices,
-                        **{key: reference.choices[key] for key in missing if key in reference.choices}})
+                       {**config_file.choices, **{key: allowed for key, allowed in reference.choices.items()
+                                                  if key in keys}})
 
 
 @functools.lru_cache(maxsize=1)
