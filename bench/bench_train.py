@@ -110,12 +110,14 @@ def build_train_parts(config: Config, train_steps: int) -> TrainParts:
 
     from src.models.init_weights import init_network_weights
     from src.models.registry import build_ssd
+    from src.models.ssd import freeze_layers
     from src.train.loss import SSDWithLossCell
     from src.train.lr_schedule import warmup_cosine_lr
     from src.train.step import build_optimizer, build_train_step
 
     network = build_ssd(config)
     init_network_weights(network, config.num_classes)
+    freeze_layers(network, config.freeze_layer)  # as the trainer does (the demo freezes the stride-8 layers)
     if config.use_float16:  # as the trainer does
         network.to_float(ms.float16)
     loss_net = SSDWithLossCell(network, config.gamma, config.alpha)

@@ -53,7 +53,7 @@ def run_args(model_name: str, data_root: Path, output: Path, *extra: str) -> lis
     return ["--config_path", str(config_path(model_name)), "--data_path", str(data_root), "--coco_root", "coco",
             "--mindrecord_dir", "MindRecord", "--output_path", str(output), "--batch_size", str(BATCH),
             "--eval_batch_size", str(BATCH), "--epoch_size", "1", "--save_checkpoint_epochs", "1",
-            "--log_interval", "1", "--feature_extractor_base_param", "", *extra]
+            "--log_interval", "1", "--feature_extractor_base_param", "", "--freeze_layer", "None", *extra]
 
 
 @pytest.fixture(scope="module", params=list(NETWORKS))

@@ -21,7 +21,7 @@ from mindspore import nn
 import convert_torchvision_backbone
 from src.model_utils.config import Config, load_config
 from src.models.registry import NETWORKS, build_ssd
-from src.models.ssd import freeze_backbone
+from src.models.ssd import freeze_layers
 from src.train.loss import SSDWithLossCell
 from src.train.step import build_optimizer, build_train_step
 from src.weights.checkpoint import CheckpointMismatchError
@@ -386,30 +386,60 @@ def test_torch_file_for_mobilenet_v1_is_refused(model_name, tmp_path):
         load_backbone_weights(build_ssd(config), path, config)
 
 
-# ---------------------------------------------------------------- freeze_layer: backbone
+# ---------------------------------------------------------------- freeze_layer
+
+#: What ``freeze_layer: backbone_stride8`` must freeze, written out by hand from each backbone's
+#: layer strides (MobileNetV2 stem + blocks 0-5, MobileNetV1 units 0-10, ResNet-50 stem + layer1-2,
+#: VGG16 blocks 1-4): the layers whose output is at most 1/8 of the input side.
+STRIDE8_LAYERS = {
+    "ssd300": r"backbone\.features_1\.[0-6]\.",
+    "ssd_mobilenet_v1": r"feature_extractor\.mobilenet_v1\.network\.([0-9]|10)\.",
+    "ssd_mobilenet_v1_fpn": r"feature_extractor\.mobilenet_v1\.network\.([0-9]|10)\.",
+    "ssd_resnet50_fpn": r"feature_extractor\.resnet\.(conv1|bn1|layer1|layer2)\.",
+    "ssd_vgg16": r"backbone\.b[1-4]\.",
+}
+
+
+def _trainable(network) -> set[str]:
+    return {name for name, param in network.parameters_and_names() if param.requires_grad}
+
 
 @pytest.mark.parametrize("model_name", list(NETWORKS))
-def test_freeze_backbone_takes_exactly_the_backbone_out_of_training(model_name):
+def test_freeze_layer_takes_exactly_its_layers_out_of_training(model_name):
     config = config_for(model_name)
     network = build_ssd(config)
-    prefix = BACKBONE_PREFIX[model_name]
-    before = {name for name, param in network.parameters_and_names() if param.requires_grad}
-    freeze_backbone(network)
-    after = {name for name, param in network.parameters_and_names() if param.requires_grad}
-    backbone = {name for name in before if name.startswith(prefix)}
-    assert backbone and after
-    assert after == before - backbone
+    before = _trainable(network)
+    backbone = {name for name in before if name.startswith(BACKBONE_PREFIX[model_name])}
+    stride8 = {name for name in before if re.match(STRIDE8_LAYERS[model_name], name)}
+    assert stride8 and stride8 < backbone
+    freeze_layers(network, "backbone_stride8")
+    assert _trainable(network) == before - stride8
+    frozen_by_stride = [before - _trainable(network)]
+    for setting in ("backbone_stride4", "backbone_stride16"):
+        network = build_ssd(config)
+        freeze_layers(network, setting)
+        frozen_by_stride.append(before - _trainable(network))
+    assert frozen_by_stride[1] < stride8 < frozen_by_stride[2] <= backbone  # nested, growing with the stride
+    network = build_ssd(config)
+    assert freeze_layers(network, "None") == [] and _trainable(network) == before
+    freeze_layers(network, "backbone")
+    assert _trainable(network) == before - backbone
+    modes = {(name.startswith(BACKBONE_PREFIX[model_name]), cell.use_batch_statistics)
+             for name, cell in network.cells_and_names() if isinstance(cell, nn.BatchNorm2d)}
+    assert modes <= {(True, False), (False, None)}  # stored statistics in the frozen backbone only
+    assert (True, False) in modes or model_name == "ssd_vgg16"  # VGG16 has no BatchNorm
     loss_net = SSDWithLossCell(network, config.gamma, config.alpha)
     optimizer = build_optimizer(loss_net, np.full(2, 0.01, np.float32), config)
     assert {id(p) for p in optimizer.parameters} == {id(p) for p in network.trainable_params()}
 
 
 @pytest.mark.slow
-def test_frozen_backbone_keeps_its_weights_through_a_training_step():
-    """GRAPH_MODE step of ssd_mobilenet_v1: the head learns, backbone weights stay, BN statistics still update."""
+@pytest.mark.parametrize("setting", ["backbone", "backbone_stride8"])
+def test_frozen_layers_keep_weights_and_statistics_through_a_training_step(setting):
+    """GRAPH_MODE step of ssd_mobilenet_v1: the head learns; frozen layers keep weights and BN statistics."""
     config = config_for("ssd_mobilenet_v1", use_float16=False, use_global_norm=False)
     network = build_ssd(config)
-    freeze_backbone(network)
+    freeze_layers(network, setting)
     loss_net = SSDWithLossCell(network, config.gamma, config.alpha)
     step = build_train_step(loss_net, build_optimizer(loss_net, np.full(1, 0.05, np.float32), config), config)
     step.set_train(True)
@@ -428,11 +458,12 @@ def test_frozen_backbone_keeps_its_weights_through_a_training_step():
         ms.set_context(mode=previous)
     assert np.isfinite(loss.asnumpy()) and not bool(overflow.asnumpy())
     after = all_values(network)
-    prefix = BACKBONE_PREFIX["ssd_mobilenet_v1"]
     changed = {name for name in after if not np.array_equal(after[name], before[name])}
-    backbone = {name for name in after if name.startswith(prefix)}
-    statistics = {name for name in backbone if name.endswith(("moving_mean", "moving_variance"))}
-    frozen = backbone - statistics
-    assert not changed & frozen
-    assert statistics <= changed
+    backbone = {name for name in after if name.startswith(BACKBONE_PREFIX["ssd_mobilenet_v1"])}
+    frozen = backbone if setting == "backbone" else {
+        name for name in backbone if re.match(STRIDE8_LAYERS["ssd_mobilenet_v1"], name)}
+    assert frozen and not changed & frozen  # weights and moving statistics alike
     assert "multi_box.multi_cls_layers.0.3.weight" in changed
+    if setting == "backbone_stride8":  # the layers above stride 8 train, statistics and all
+        assert "feature_extractor.mobilenet_v1.network.12.0.weight" in changed
+        assert "feature_extractor.mobilenet_v1.network.12.1.moving_mean" in changed

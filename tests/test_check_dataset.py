@@ -262,7 +262,7 @@ def test_coco128_numbers_and_speed(coco128_root: Path, tmp_path: Path) -> None:
 def test_train_py_logs_the_cheap_check_before_converting(demo_root: Path, tmp_path: Path, capsys) -> None:
     output = tmp_path / "out"
     args = ["--config_path", str(DEMO_CONFIG), "--data_path", str(demo_root), "--mindrecord_dir",
-            str(tmp_path / "mindrecord"), "--output_path", str(output), "--feature_extractor_base_param", "",
+            str(tmp_path / "mindrecord"), "--output_path", str(output), "--feature_extractor_base_param", "", "--freeze_layer", "None",
             "--only_create_dataset", "True"]
 
     status = run_entry(train.main, "train.py", args)

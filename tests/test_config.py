@@ -140,10 +140,13 @@ DERIVED_FILES = {  # file: (base file, changes); use_float16 is listed only wher
     "ssd300_demo_config_cpu.yaml": (  # its header comment lists these departures
         "ssd300_config_cpu.yaml",
         {"data_path": "./demo_data", "output_path": "./output/demo", "checkpoint_file_path": "",
-         "warmup_epochs": 0.3, "alpha": 0.25, "use_expand": False, "lr": 0.01, "epoch_size": 6,
-         "save_checkpoint_epochs": 1, "feature_extractor_base_param": "demo_data/mobilenet_v2_imagenet.ckpt",
+         "freeze_layer": "backbone_stride8", "warmup_epochs": 0.3, "alpha": 0.25, "use_expand": False,
+         "lr": 0.02, "epoch_size": 3, "save_checkpoint_epochs": 1,
+         "feature_extractor_base_param": "demo_data/mobilenet_v2_imagenet.ckpt",
          "mindrecord_dir": "MindRecord", "coco_root": "coco",
          "classes": ["background", "circle", "square", "triangle", "plus"], "num_classes": 5}),
+    "ssd300_demo_full_config_cpu.yaml": (  # the demo recipe, longer
+        "ssd300_demo_config_cpu.yaml", {"output_path": "./output/demo_full", "epoch_size": 12}),
 }
 
 
@@ -212,7 +215,7 @@ def test_shipped_file_loads_with_seed_keys_in_order_and_full_help(path: Path) ->
     assert all(cfg.help(key) == help_doc[key] for key in keys)
     assert choices["device_target"] == ["Ascend", "GPU", "CPU"]
     assert choices["dataset"] == ["coco", "voc", "other", "yolo"]
-    assert choices["freeze_layer"] == ["None", "backbone"]
+    assert choices["freeze_layer"] == ["None", "backbone", "backbone_stride4", "backbone_stride8", "backbone_stride16"]
     for key, value in values.items():
         if isinstance(value, str):
             assert not value.startswith("/"), f"{key} = {value!r}: shipped paths must be relative"

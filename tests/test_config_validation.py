@@ -221,7 +221,7 @@ def _run_config(tmp_path: Path, **overrides):
     data = _coco(tmp_path / "data", "train2017", "val2017")
     (tmp_path / "ckpt.ckpt").write_bytes(b"weights")
     values = {"data_path": str(data), "coco_root": "coco", "output_path": str(tmp_path / "out"),
-              "feature_extractor_base_param": "", **overrides}
+              "feature_extractor_base_param": "", "freeze_layer": "None", "epoch_size": 6, **overrides}
     return load_config(DEMO_CONFIG, values)
 
 
@@ -229,6 +229,8 @@ def test_a_complete_run_passes_the_preflight(tmp_path) -> None:
     check_training_run(_run_config(tmp_path, run_eval=True, pre_trained=str(tmp_path / "ckpt.ckpt"),
                                    feature_extractor_base_param=str(tmp_path / "ckpt.ckpt")))
     check_training_run(_run_config(tmp_path, resume=str(tmp_path / "ckpt.ckpt")))
+    check_training_run(_run_config(tmp_path, freeze_layer="backbone",
+                                   feature_extractor_base_param=str(tmp_path / "ckpt.ckpt")))
 
 
 CONTRADICTIONS = [
@@ -238,12 +240,14 @@ CONTRADICTIONS = [
     ({"pre_trained": "CKPT", "pre_trained_epoch_size": 6}, r"--pre_trained_epoch_size 6 leaves nothing to train "
                                                            r"with --epoch_size 6"),
     ({"run_eval": True, "eval_start_epoch": 7}, r"--run_eval True never evaluates: --eval_start_epoch 7"),
+    ({"freeze_layer": "backbone_stride8"}, r"--freeze_layer backbone_stride8 would keep backbone layers at their "
+                                           r"random initial values"),
 ]
 
 
 @pytest.mark.parametrize("overrides, message", CONTRADICTIONS, ids=["resume+pre_trained", "filter_weight",
                                                                     "pre_trained_epoch_size", "nothing_left",
-                                                                    "eval_never"])
+                                                                    "eval_never", "frozen_random_backbone"])
 def test_contradicting_settings_are_refused(tmp_path, overrides, message) -> None:
     checkpoint = str(tmp_path / "ckpt.ckpt")
     config = _run_config(tmp_path, **{k: checkpoint if v == "CKPT" else v for k, v in overrides.items()})
@@ -287,7 +291,7 @@ def test_a_finished_conversion_stands_in_for_missing_source_data(tmp_path) -> No
     data = tmp_path / "data"
     generate_demo_dataset(data / "coco", num_train=4, num_val=2, seed=1, min_size=40, max_objects=1)
     config = load_config(DEMO_CONFIG, {"data_path": str(data), "coco_root": "coco", "mindrecord_dir": "MindRecord",
-                                       "feature_extractor_base_param": ""})
+                                       "feature_extractor_base_param": "", "freeze_layer": "None"})
     ensure_mindrecord(config, for_training=True)
     shutil.rmtree(data / "coco" / "train2017")
     check_training_run(config)
@@ -303,7 +307,7 @@ def test_train_py_stops_at_a_missing_validation_file_before_any_conversion(tmp_p
     started = time.time()
     status = run_entry(train.main, "train.py", ["--config_path", str(DEMO_CONFIG), "--data_path", str(data),
                                                 "--output_path", str(tmp_path / "out"), "--run_eval", "True",
-                                                "--feature_extractor_base_param", ""])
+                                                "--feature_extractor_base_param", "", "--freeze_layer", "None"])
     seconds = time.time() - started
     err = capsys.readouterr().err.strip()
     assert status == USAGE_EXIT and err.count("\n") == 0 and "Traceback" not in err

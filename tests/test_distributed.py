@@ -40,7 +40,7 @@ def msrun_output(tmp_path_factory) -> Path:
     done = subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts" / "run_distribute_train_cpu.sh"), str(WORKERS), "1", "0.01", "coco",
          str(DEMO_CONFIG), "--data_path", str(tmp / "data"), "--batch_size", str(BATCH),
-         "--feature_extractor_base_param", "", "--save_ckpt_all_ranks", "True", "--log_interval", "1"],
+         "--feature_extractor_base_param", "", "--freeze_layer", "None", "--save_ckpt_all_ranks", "True", "--log_interval", "1"],
         cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     output = tmp / "runs" / "LOG"
     logs = "".join(path.read_text() for path in sorted(output.glob("msrun_log/worker_*.log")))

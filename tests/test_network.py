@@ -20,7 +20,7 @@ from src.models.fpn import upsample_2x
 from src.models.init_weights import init_network_weights
 from src.models.layers import FlattenConcat, InvertedResidual
 from src.models.registry import NETWORKS, build_ssd, inference_network
-from src.models.ssd import BoxDecoder, SsdInferWithDecoder, freeze_backbone
+from src.models.ssd import BoxDecoder, SsdInferWithDecoder, freeze_layers
 from src.train.loss import SSDWithLossCell
 from tests.conftest import read_layout
 
@@ -301,7 +301,7 @@ def test_unresolved_num_ssd_boxes_is_rejected() -> None:
 def test_freeze_backbone_removes_only_backbone_from_trainable_params() -> None:
     network = build_ssd(ssd300_config())
     backbone_size = sum(p.size for p in network.backbone.trainable_params())
-    freeze_backbone(network)
+    freeze_layers(network, "backbone")
     trainable = network.trainable_params()
     assert backbone_size > 0
     assert not [p.name for p in trainable if p.name.startswith("backbone.")]

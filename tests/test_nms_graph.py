@@ -266,7 +266,7 @@ def test_nms_model_evaluates_and_predicts_as_the_plain_export_on_coco128(coco128
             "--val_data_type", "train2017", "--val_fraction", "0.5", "--mindrecord_dir", str(tmp_path / "mindrecord")]
     trained = run_script("train.py", "--config_path", str(SSD300_CONFIG), *data, "--output_path", str(tmp_path / "run"),
                          "--batch_size", "8", "--epoch_size", "1", "--save_checkpoint_epochs", "1",
-                         "--feature_extractor_base_param", "")
+                         "--feature_extractor_base_param", "", "--freeze_layer", "None")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     (checkpoint,) = (tmp_path / "run" / "ckpt_0").glob("ssd-1_*.ckpt")
     images = [str(path) for path in sorted((coco128_root / "train2017").glob("*.jpg"))[:3]]

@@ -35,7 +35,7 @@ MAX_BOXES = 3  # the main run's --max_boxes: few enough boxes that part of each 
 
 def demo_config(demo_root: Path, **overrides):
     return load_config(DEMO_CONFIG, {"data_path": str(demo_root), "coco_root": "coco", "mindrecord_dir": "MindRecord",
-                                     "feature_extractor_base_param": "", **overrides})
+                                     "feature_extractor_base_param": "", "freeze_layer": "None", **overrides})
 
 
 def predict(demo_root: Path, model: Path, inputs: list[str], output: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -62,7 +62,7 @@ def standalone_checkpoint(demo_data, tmp_path_factory) -> Path:
     """One epoch (2 steps) through run_standalone_train.sh; returns its checkpoint."""
     run_dir = tmp_path_factory.mktemp("standalone")
     done = run_script("run_standalone_train.sh", "0", "1", "0.01", "coco", str(DEMO_CONFIG),
-                      "--data_path", str(demo_data), "--batch_size", "4", "--feature_extractor_base_param", "",
+                      "--data_path", str(demo_data), "--batch_size", "4", "--feature_extractor_base_param", "", "--freeze_layer", "None",
                       run_dir=run_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     output = run_dir / "LOG0"

@@ -51,7 +51,7 @@ def test_the_run_saves_its_resolved_config_beside_the_checkpoints(demo_root, tra
     overrides = {"data_path": str(demo_root), "coco_root": "coco", "mindrecord_dir": "MindRecord",
                  "output_path": str(trained_run), "epoch_size": EPOCHS, "batch_size": 8, "eval_batch_size": 8,
                  "save_checkpoint_epochs": 1, "log_interval": 1, "warmup_epochs": 1, "lr": 0.01,
-                 "feature_extractor_base_param": ""}
+                 "feature_extractor_base_param": "", "freeze_layer": "None"}
     expected = load_config(DEMO_CONFIG, overrides)
     assert "__BASE__" not in saved.read_text()
     assert load_config(saved).to_dict() == expected.to_dict()

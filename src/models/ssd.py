@@ -24,14 +24,33 @@ def backbone_cell(network: nn.Cell) -> nn.Cell:
     return cell
 
 
-def freeze_backbone(network: nn.Cell) -> None:
-    """Exclude the backbone from training (``freeze_layer: backbone``).
+#: ``freeze_layer`` values -> the largest output stride of the backbone layers they freeze (None: all of it).
+FROZEN_STRIDES = {"backbone": None, "backbone_stride4": 4, "backbone_stride8": 8, "backbone_stride16": 16}
 
-    Run it before building the optimizer, which only collects ``trainable_params()``. BatchNorm
-    statistics inside the backbone still update in training mode.
+
+def freeze_layers(network: nn.Cell, freeze_layer: str) -> list[nn.Cell]:
+    """Exclude backbone layers from training as ``freeze_layer`` says; returns the frozen cells.
+
+    ``backbone`` freezes the whole backbone, ``backbone_strideN`` the layers whose output stride is
+    at most N: the high-resolution layers, which cost most of the backward pass and learn the most
+    generic features. Run it before building the optimizer, which only collects
+    ``trainable_params()``. Frozen BatchNorm layers normalise with their stored (pre-trained)
+    statistics in training mode too, as torchvision's ``FrozenBatchNorm2d`` and MMDetection's
+    ``norm_eval`` do: batch statistics would shift the features the frozen weights were trained on.
     """
-    for param in backbone_cell(network).trainable_params():
-        param.requires_grad = False
+    if freeze_layer == "None":
+        return []
+    backbone = backbone_cell(network)
+    largest_stride = FROZEN_STRIDES[freeze_layer]
+    frozen = [backbone] if largest_stride is None else [
+        cell for stride, cell in backbone.stride_stages() if stride <= largest_stride]
+    for cell in frozen:
+        for param in cell.trainable_params():
+            param.requires_grad = False
+        for _, inner in cell.cells_and_names():
+            if isinstance(inner, nn.BatchNorm2d):
+                inner.use_batch_statistics = False
+    return frozen
 
 
 class BoxDecoder(nn.Cell):

@@ -60,6 +60,11 @@ def _check_contradictions(config: Any) -> None:
     elif config.pre_trained_epoch_size >= config.epoch_size:
         raise UsageError(f"--pre_trained_epoch_size {config.pre_trained_epoch_size} leaves nothing to train with "
                          f"--epoch_size {config.epoch_size}; raise --epoch_size above it")
+    if config.freeze_layer != "None" and not (config.feature_extractor_base_param or config.pre_trained
+                                              or config.resume):
+        raise UsageError(f"--freeze_layer {config.freeze_layer} would keep backbone layers at their random initial "
+                         "values: no weights are loaded; give --feature_extractor_base_param <ImageNet ckpt> or "
+                         "--pre_trained <ckpt>, or set --freeze_layer None")
     if config.run_eval and config.eval_start_epoch > config.epoch_size:
         raise UsageError(f"--run_eval True never evaluates: --eval_start_epoch {config.eval_start_epoch} is after "
                          f"the last epoch (--epoch_size {config.epoch_size}); lower --eval_start_epoch")

@@ -36,7 +36,7 @@ from src.model_utils.run_config import RUN_CONFIG_NAME
 from src.model_utils.run_lock import RunLock
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd, inference_network, network_record
-from src.models.ssd import freeze_backbone
+from src.models.ssd import freeze_layers
 from src.train.curves import CURVES_FILE, draw_curves_after_training
 from src.train.loss import SSDWithLossCell
 from src.train.lr_schedule import warmup_cosine_lr
@@ -205,8 +205,11 @@ class Trainer:
             report = load_backbone_weights(self.network, config.feature_extractor_base_param, config,
                                            search_dirs=(config.load_path,))
             self.log.info(report.summary())
-        if config.freeze_layer == "backbone":
-            freeze_backbone(self.network)
+        frozen = freeze_layers(self.network, config.freeze_layer)
+        if frozen:
+            count = sum(param.size for cell in frozen for param in cell.get_parameters())
+            self.log.info(f"freeze_layer {config.freeze_layer}: {count:,} backbone values (BatchNorm statistics "
+                          "included) stay as loaded")
         if config.use_float16:
             self.network.to_float(ms.float16)
         self.loss_net = SSDWithLossCell(self.network, config.gamma, config.alpha)

@@ -49,6 +49,13 @@ class MobileNetV1(nn.Cell):
         self.out_indices = tuple(int(i) for i in out_indices)
         self.last_index = max(self.out_indices)
 
+    def stride_stages(self) -> list[tuple[int, nn.Cell]]:
+        """(output stride, unit) in forward order, for freezing the high-resolution layers."""
+        strides = [2]
+        for _, stride in SEPARABLE_STAGES:
+            strides += [strides[-1] * stride] * 2  # depthwise unit, then its pointwise unit
+        return list(zip(strides, self.network))
+
     def construct(self, x: ms.Tensor) -> tuple:
         taps = ()
         for index, unit in enumerate(self.network):

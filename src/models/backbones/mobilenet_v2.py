@@ -52,6 +52,16 @@ class MobileNetV2Backbone(nn.Cell):
         self.features_2 = nn.SequentialCell(
             blocks[FIRST_SPLIT_BLOCKS:] + [ConvBNReLU(INVERTED_RESIDUAL_SETTINGS[-1][1], LAST_CHANNELS, 1)])
 
+    def stride_stages(self) -> list[tuple[int, nn.Cell]]:
+        """(output stride, cell) in forward order, for freezing the high-resolution layers."""
+        strides = [2]
+        for _, _, repeats, stride in INVERTED_RESIDUAL_SETTINGS:
+            strides += [strides[-1] * stride] * repeats
+        blocks = list(self.features_1) + list(self.features_2)[:-1]
+        staged = list(zip(strides, blocks))
+        split = len(self.features_1)
+        return staged[:split] + [(16, self.expand_layer_conv_13)] + staged[split:] + [(32, self.features_2[-1])]
+
     def construct(self, x: ms.Tensor) -> tuple:
         out = self.features_1(x)
         return self.expand_layer_conv_13(out), self.features_2(out)

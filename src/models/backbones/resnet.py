@@ -67,6 +67,11 @@ class ResNet50(nn.Cell):
             in_channels = out_channels
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
+    def stride_stages(self) -> list[tuple[int, nn.Cell]]:
+        """(output stride, cell) in forward order, for freezing the high-resolution layers."""
+        return [(2, self.conv1), (2, self.bn1), (4, self.layer1), (8, self.layer2), (16, self.layer3),
+                (32, self.layer4)]
+
     def construct(self, x: ms.Tensor) -> tuple:
         c1 = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         c2 = self.layer1(c1)

@@ -42,6 +42,10 @@ class VGG16(nn.Cell):
                                               for _ in range(4))
         self.m5 = nn.MaxPool2d(kernel_size=3, stride=1, pad_mode="same")
 
+    def stride_stages(self) -> list[tuple[int, nn.Cell]]:
+        """(output stride, block) in forward order, for freezing the high-resolution layers."""
+        return [(1, self.b1), (2, self.b2), (4, self.b3), (8, self.b4), (16, self.b5)]
+
     def construct(self, x: ms.Tensor) -> tuple:
         x = self.m3(self.b3(self.m2(self.b2(self.m1(self.b1(x))))))
         conv4_3 = self.b4(x)
