@@ -370,6 +370,20 @@ def test_labels_stay_inside_the_image():
     assert label_origin((-5, 118, 10, 125), 30, 30, width, height) == (0, 88)
 
 
+def test_a_label_never_covers_a_better_detections_label_when_there_is_another_place():
+    width, height = 200, 120
+    best = label_origin((30, 50, 80, 90), 60, 14, width, height)
+    assert best == (30, 36)
+    taken = [(30, 36, 90, 50)]
+    # a neighbour 20 px to the right: above would cover the best label, so it goes just inside its top edge
+    assert label_origin((50, 52, 100, 90), 60, 14, width, height, taken) == (50, 52)
+    # also that one taken: below the box
+    assert label_origin((50, 52, 100, 90), 60, 14, width, height, taken + [(50, 52, 110, 66)]) == (50, 90)
+    # every place overlaps: the one that overlaps least (inside the bottom edge, 4 rows shared)
+    crowded = taken + [(50, 52, 110, 66), (50, 90, 110, 104), (40, 70, 110, 80)]
+    assert label_origin((50, 52, 100, 90), 60, 14, width, height, crowded) == (50, 76)
+
+
 def test_drawing_on_a_synthetic_image():
     grey = np.full((120, 200, 3), 128, dtype=np.uint8)
     boxes = np.array([[0, 0, 60, 50], [150, 80, 200, 120]], dtype=np.float32)  # top-left and bottom-right corners
