@@ -141,7 +141,7 @@ DERIVED_FILES = {  # file: (base file, changes); use_float16 is listed only wher
         "ssd300_config_cpu.yaml",
         {"data_path": "./demo_data", "output_path": "./output/demo", "checkpoint_file_path": "",
          "freeze_layer": "backbone_stride8", "warmup_epochs": 0.3, "alpha": 0.25, "use_expand": False,
-         "lr": 0.02, "epoch_size": 3, "save_checkpoint_epochs": 1,
+         "lr": 0.02, "epoch_size": 4, "save_checkpoint_epochs": 1,
          "feature_extractor_base_param": "demo_data/mobilenet_v2_imagenet.ckpt",
          "mindrecord_dir": "MindRecord", "coco_root": "coco",
          "classes": ["background", "circle", "square", "triangle", "plus"], "num_classes": 5}),
