@@ -1,6 +1,6 @@
 """One deployment table: the same model and images through every engine, at batch 1 and 8.
 
-    python bench/bench_deploy.py --checkpoint output/demo/ckpt_0/ssd-6_125.ckpt
+    python bench/bench_deploy.py --checkpoint output/demo/ckpt_0/ssd-4_125.ckpt
         [--config config/ssd300_demo_config_cpu.yaml] [--batches 1 8] [--images 64] [--calib_images 300]
         [--no_map] [--no_cpp] [--work_dir bench_deploy_work]
 
@@ -205,7 +205,7 @@ def main() -> None:
         print("RESULT " + json.dumps(run_worker(json.loads(args.worker))))
         return
     if not args.checkpoint:
-        parser.error("--checkpoint is required (e.g. the demo's output/demo/ckpt_0/ssd-6_125.ckpt)")
+        parser.error("--checkpoint is required (e.g. the demo's output/demo/ckpt_0/ssd-4_125.ckpt)")
     from bench.machine_info import cpu_has_native_bf16, describe_machine
 
     from src.model_utils.config import load_config

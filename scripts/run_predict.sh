@@ -12,7 +12,7 @@ Usage: bash scripts/run_predict.sh [CONFIG_PATH] [MODEL] [INPUT] [OUTPUT_DIR](op
   OUTPUT_DIR: drawn images, detections.json (COCO results) and log/; default predict/ in the repository root
   (or in $SSD_RUN_DIR). Options after the arguments: --score_threshold S, --max_boxes K, --classes "name,name",
   --draw_threshold D, or any config key (relative paths inside the config are taken from the repository root).
-  e.g. bash scripts/run_predict.sh config/ssd300_demo_config_cpu.yaml output/demo/ckpt_0/ssd-6_125.ckpt demo_data/coco/val2017
+  e.g. bash scripts/run_predict.sh config/ssd300_demo_config_cpu.yaml output/demo/ckpt_0/ssd-4_125.ckpt demo_data/coco/val2017
 USAGE
   exit 2
 }
