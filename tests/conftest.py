@@ -52,8 +52,8 @@ def demo_args(data_root: Path, output: Path, *extra: str) -> list[str]:
     return ["--config_path", str(DEMO_CONFIG), "--data_path", str(data_root), "--coco_root", "coco",
             "--mindrecord_dir", "MindRecord", "--output_path", str(output), "--epoch_size", str(EPOCHS),
             "--batch_size", "8", "--eval_batch_size", "8", "--save_checkpoint_epochs", "1",
-            "--log_interval", "1", "--warmup_epochs", "1", "--lr", "0.01", "--feature_extractor_base_param", "", "--freeze_layer", "None",
-            *extra]
+            "--log_interval", "1", "--warmup_epochs", "1", "--lr", "0.01", "--feature_extractor_base_param", "",
+            "--freeze_layer", "None", *extra]
 
 
 @pytest.fixture(scope="session")

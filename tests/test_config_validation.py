@@ -261,6 +261,8 @@ MISSING_FILES = [  # overrides (TMP = the test's folder), key and path the messa
     ({"resume": "TMP/no.ckpt"}, "--resume TMP/no.ckpt: not found"),
     ({"resume": "TMP/data"}, "--resume TMP/data: is a folder, not a checkpoint file"),
     ({"feature_extractor_base_param": "no_backbone.ckpt"}, "feature_extractor_base_param) not found; tried: "),
+    ({"feature_extractor_base_param": "no_backbone.ckpt", "freeze_layer": "backbone_stride8"},
+     'or "" with --freeze_layer None to start the backbone from random weights'),
     ({"data_path": "TMP/no_data"}, "data_path TMP/no_data is not a folder; pass --data_path"),
     ({"train_data_type": "train2014"}, "training data missing: COCO annotation file "
                                        "TMP/data/coco/annotations/instances_train2014.json not found"),

@@ -23,6 +23,7 @@ import convert_torchvision_backbone
 from src.data.dataset import IMAGE_MEAN, IMAGE_STD
 from src.data.demo_data import generate_demo_dataset
 from src.model_utils.config import load_config
+from src.model_utils.errors import UsageError
 from src.model_utils.device_adapter import ProcessInfo
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd
@@ -444,3 +445,28 @@ def test_trainer_loads_feature_extractor_base_param_from_load_path(converted, pr
     loaded = {name: p.asnumpy() for name, p in trainer.network.backbone.parameters_and_names()}
     for name in SPOT_CHECKS:
         np.testing.assert_array_equal(loaded[name], direct[name], err_msg=name)
+
+
+def test_trainer_refuses_to_freeze_layers_that_no_file_loaded(converted, tmp_path, monkeypatch):
+    """A backbone file without block 4 (stride 8): freezing up to stride 8 would keep it random; stride 4 is fine."""
+    from src.train.trainer import Trainer
+
+    partial = tmp_path / "partial.ckpt"
+    ms.save_checkpoint([{"name": name, "data": value} for name, value in ms.load_checkpoint(str(converted)).items()
+                        if not name.startswith("features.4.")], str(partial))
+    data = generate_demo_dataset(tmp_path / "data" / "coco", num_train=4, num_val=2, seed=1).parent
+    monkeypatch.chdir(tmp_path)
+
+    def config(freeze_layer: str, output: str):
+        return load_config(str(DEMO_CONFIG), overrides={
+            "data_path": str(data), "coco_root": "coco", "mindrecord_dir": "MindRecord", "output_path": output,
+            "batch_size": 2, "num_parallel_workers": 1, "feature_extractor_base_param": str(partial),
+            "freeze_layer": freeze_layer})
+
+    with pytest.raises(UsageError, match=r"--freeze_layer backbone_stride8: 9 of the \d+ frozen tensors were not "
+                                         r"loaded by any weights file .*first: network\.backbone\.features_1\.4\."):
+        Trainer(config("backbone_stride8", str(tmp_path / "out8")), ProcessInfo(rank=0, group_size=1),
+                logging.getLogger("test_pretrained"))
+    assert not (tmp_path / "out8" / "ckpt_0").exists()
+    Trainer(config("backbone_stride4", str(tmp_path / "out4")), ProcessInfo(rank=0, group_size=1),
+            logging.getLogger("test_pretrained"))

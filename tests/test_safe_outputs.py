@@ -306,6 +306,19 @@ def test_a_refused_resume_keeps_the_runs_config_and_checkpoints(trained_run, dem
     assert {path.name: path.read_bytes() for path in (output / "ckpt_0").iterdir()} == before
 
 
+def test_resuming_with_another_freeze_layer_names_the_setting(trained_run, demo_root, tmp_path):
+    """The run trained every layer: resuming it with layers frozen would change what the optimizer state covers."""
+    output = tmp_path / "run"
+    shutil.copytree(trained_run, output)
+    last = output / "ckpt_0" / f"ssd-{EPOCHS}_{STEPS_PER_EPOCH}.ckpt"
+    args = demo_args(demo_root, output, "--resume", str(last), "--freeze_layer", "backbone_stride8")
+    args[args.index("--epoch_size") + 1] = str(EPOCHS + 1)
+    done = run_script("train.py", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert (f"{last} was trained with other layers frozen: it trained 255 tensors, --freeze_layer backbone_stride8 "
+            "trains 201; resume with that run's freeze_layer") in done.stderr
+
+
 @pytest.mark.parametrize("script", ["eval.py", "eval_onnx.py", "postprocess.py"])
 def test_save_detections_never_replaces_a_file(tmp_path, capsys, script):
     """--save_detections can name any file (the ground truth, the model being scored): an existing one is refused

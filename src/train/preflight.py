@@ -60,8 +60,8 @@ def _check_contradictions(config: Any) -> None:
     elif config.pre_trained_epoch_size >= config.epoch_size:
         raise UsageError(f"--pre_trained_epoch_size {config.pre_trained_epoch_size} leaves nothing to train with "
                          f"--epoch_size {config.epoch_size}; raise --epoch_size above it")
-    if config.freeze_layer != "None" and not (config.feature_extractor_base_param or config.pre_trained
-                                              or config.resume):
+    if config.freeze_layer != "None" and not config.only_create_dataset and not (
+            config.feature_extractor_base_param or config.pre_trained or config.resume):
         raise UsageError(f"--freeze_layer {config.freeze_layer} would keep backbone layers at their random initial "
                          "values: no weights are loaded; give --feature_extractor_base_param <ImageNet ckpt> or "
                          "--pre_trained <ckpt>, or set --freeze_layer None")
@@ -89,8 +89,10 @@ def _check_backbone_checkpoint(config: Any) -> None:
     try:
         path = resolve_weights_path(config.feature_extractor_base_param, (config.load_path,))
     except FileNotFoundError as error:
-        raise UsageError(f"{error}; pass an existing file as --feature_extractor_base_param, or \"\" to start the "
-                         "backbone from random weights") from None
+        random_start = ("\"\" with --freeze_layer None" if config.freeze_layer != "None" and not config.pre_trained
+                        else "\"\"")
+        raise UsageError(f"{error}; pass an existing file as --feature_extractor_base_param, or {random_start} to "
+                         "start the backbone from random weights") from None
     _check_readable("feature_extractor_base_param", path)
 
 

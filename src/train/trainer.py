@@ -201,15 +201,12 @@ class Trainer:
                              "lower --batch_size or add images")
         self.network = build_ssd(config)
         init_network_weights(self.network, int(config.num_classes))
+        frozen = freeze_layers(self.network, config.freeze_layer)  # before loading: their initial values are kept
+        initial_frozen = [(param, param.asnumpy().copy()) for cell in frozen for param in cell.get_parameters()]
         if config.feature_extractor_base_param:  # relative: current directory first, then load_path
             report = load_backbone_weights(self.network, config.feature_extractor_base_param, config,
                                            search_dirs=(config.load_path,))
             self.log.info(report.summary())
-        frozen = freeze_layers(self.network, config.freeze_layer)
-        if frozen:
-            count = sum(param.size for cell in frozen for param in cell.get_parameters())
-            self.log.info(f"freeze_layer {config.freeze_layer}: {count:,} backbone values (BatchNorm statistics "
-                          "included) stay as loaded")
         if config.use_float16:
             self.network.to_float(ms.float16)
         self.loss_net = SSDWithLossCell(self.network, config.gamma, config.alpha)
@@ -222,6 +219,8 @@ class Trainer:
             self.start_epoch = self._restore(config.resume)
         else:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_epoch * self.steps_per_epoch], ms.int32))
+        if frozen:
+            self._check_frozen_layers_loaded(initial_frozen)
         self.infer_net = inference_network(config, self.network) if config.run_eval else None
         if self._saves_checkpoints():  # last: a run refused above (e.g. a --resume that does not fit) keeps
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # the config of the run it would continue
@@ -237,6 +236,34 @@ class Trainer:
         return create_ssd_dataset(mindrecord, config, batch, is_training=True, device_num=self.process.group_size,
                                   rank=self.process.rank, num_parallel_workers=int(config.num_parallel_workers),
                                   with_img_id=True)
+
+    def _check_frozen_layers_loaded(self, initial: list[tuple[ms.Parameter, np.ndarray]]) -> None:
+        """Refuse to train when a frozen layer's weights are still the random ones: no loaded file covered
+        them (a partial backbone file, or --pre_trained with the backbone filtered out), and freezing
+        them would silently keep noise in the network for the whole run."""
+        config = self.config
+        weights = [(param, value) for param, value in initial
+                   if not param.name.endswith(("moving_mean", "moving_variance"))]
+        unloaded = [param.name for param, value in weights if np.array_equal(param.asnumpy(), value)]
+        if unloaded:
+            raise UsageError(f"--freeze_layer {config.freeze_layer}: {len(unloaded)} of the {len(weights)} frozen "
+                             f"tensors were not loaded by any weights file and would stay at their random initial "
+                             f"values (first: {', '.join(unloaded[:3])}); load weights that cover them "
+                             "(--feature_extractor_base_param, or --pre_trained without filtering them out) or "
+                             "freeze less (--freeze_layer None or a smaller stride)")
+        count = sum(value.size for _, value in initial)
+        self.log.info(f"freeze_layer {config.freeze_layer}: {count:,} backbone values in {len(initial)} tensors "
+                      "(BatchNorm statistics included) stay as loaded")
+
+    def _check_same_trainable_tensors(self, params: dict, path: str) -> None:
+        """The optimizer keeps one moment per trained tensor, so a checkpoint whose moments cover other
+        tensors was trained with another ``freeze_layer``; say so instead of listing the moments."""
+        saved = {name[len("moments."):] for name in params if name.startswith("moments.")}
+        trained = {param.name for param in self.network.trainable_params()}
+        if saved and saved != trained and saved | trained <= {param.name for param in self.network.get_parameters()}:
+            raise UsageError(f"{path} was trained with other layers frozen: it trained {len(saved)} tensors, "
+                             f"--freeze_layer {self.config.freeze_layer} trains {len(trained)}; resume with that "
+                             "run's freeze_layer (its ckpt_<rank>/config.yaml says which)")
 
     def _load_pre_trained(self) -> int:
         """Whole-detector weights for transfer learning; returns the epoch the schedule resumes at."""
@@ -259,6 +286,7 @@ class Trainer:
         if epoch is None:
             raise UsageError(f"{path} has no epoch_num: it is not a train.py checkpoint; use --pre_trained for "
                              "weights-only checkpoints")
+        self._check_same_trainable_tensors(params, path)
         load_train_state(params, self.train_net, path)
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         self.log.info(f"resumed from {path}: epoch {epoch}, global step {step}, "
