@@ -202,7 +202,8 @@ class Trainer:
         self.network = build_ssd(config)
         init_network_weights(self.network, int(config.num_classes))
         frozen = freeze_layers(self.network, config.freeze_layer)  # before loading: their initial values are kept
-        initial_frozen = [(param, param.asnumpy().copy()) for cell in frozen for param in cell.get_parameters()]
+        initial_frozen = [(param, param.asnumpy().copy()) for cell in frozen for param in cell.get_parameters()
+                          if not param.name.endswith(("moving_mean", "moving_variance"))]  # weights tell if loaded
         if config.feature_extractor_base_param:  # relative: current directory first, then load_path
             report = load_backbone_weights(self.network, config.feature_extractor_base_param, config,
                                            search_dirs=(config.load_path,))
@@ -220,7 +221,7 @@ class Trainer:
         else:
             self.optimizer.global_step.set_data(ms.Tensor([self.start_epoch * self.steps_per_epoch], ms.int32))
         if frozen:
-            self._check_frozen_layers_loaded(initial_frozen)
+            self._check_frozen_layers_loaded(frozen, initial_frozen)
         self.infer_net = inference_network(config, self.network) if config.run_eval else None
         if self._saves_checkpoints():  # last: a run refused above (e.g. a --resume that does not fit) keeps
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # the config of the run it would continue
@@ -237,23 +238,22 @@ class Trainer:
                                   rank=self.process.rank, num_parallel_workers=int(config.num_parallel_workers),
                                   with_img_id=True)
 
-    def _check_frozen_layers_loaded(self, initial: list[tuple[ms.Parameter, np.ndarray]]) -> None:
+    def _check_frozen_layers_loaded(self, frozen: list[ms.nn.Cell],
+                                    initial: list[tuple[ms.Parameter, np.ndarray]]) -> None:
         """Refuse to train when a frozen layer's weights are still the random ones: no loaded file covered
         them (a partial backbone file, or --pre_trained with the backbone filtered out), and freezing
         them would silently keep noise in the network for the whole run."""
         config = self.config
-        weights = [(param, value) for param, value in initial
-                   if not param.name.endswith(("moving_mean", "moving_variance"))]
-        unloaded = [param.name for param, value in weights if np.array_equal(param.asnumpy(), value)]
+        unloaded = [param.name for param, value in initial if np.array_equal(param.asnumpy(), value)]
         if unloaded:
-            raise UsageError(f"--freeze_layer {config.freeze_layer}: {len(unloaded)} of the {len(weights)} frozen "
+            raise UsageError(f"--freeze_layer {config.freeze_layer}: {len(unloaded)} of the {len(initial)} frozen "
                              f"tensors were not loaded by any weights file and would stay at their random initial "
                              f"values (first: {', '.join(unloaded[:3])}); load weights that cover them "
                              "(--feature_extractor_base_param, or --pre_trained without filtering them out) or "
                              "freeze less (--freeze_layer None or a smaller stride)")
-        count = sum(value.size for _, value in initial)
-        self.log.info(f"freeze_layer {config.freeze_layer}: {count:,} backbone values in {len(initial)} tensors "
-                      "(BatchNorm statistics included) stay as loaded")
+        values = [param for cell in frozen for param in cell.get_parameters()]
+        self.log.info(f"freeze_layer {config.freeze_layer}: {sum(p.size for p in values):,} backbone values in "
+                      f"{len(values)} tensors (BatchNorm statistics included) stay as loaded")
 
     def _check_same_trainable_tensors(self, params: dict, path: str) -> None:
         """The optimizer keeps one moment per trained tensor, so a checkpoint whose moments cover other
