@@ -7,7 +7,9 @@ Default: the five CPU configs, each network at its own resolution and batch size
 (repeatable) picks configs; ``--batch_size`` overrides every config's batch size. The last three
 switches are the experiments of the "Training step on CPU" table of docs/PERFORMANCE.md: ``--float16`` trains
 as ``use_float16: True`` does (float16 cells, dynamic loss scale), ``--graph_kernel`` sets
-``enable_graph_kernel=True`` and ``--jit_level`` sets MindSpore's ``jit_config`` level.
+``enable_graph_kernel=True`` and ``--jit_level`` sets MindSpore's ``jit_config`` level. As the trainer
+does, float32 on CPU runs the depthwise convolutions on the project's kernel (src/models/cpu_depthwise.py);
+``SSD_CPU_DEPTHWISE_KERNEL=0`` in the environment times MindSpore's own kernels instead.
 
 Runs the real GRAPH_MODE train step (network + focal/SmoothL1 loss + Momentum; loss scaling where the
 step keeps it, with float16 or on GPU/Ascend; global-norm clipping for the FPN configs) on one fixed
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import statistics
 import sys
@@ -45,6 +48,8 @@ from src.model_utils.config import Config, ConfigError, load_config  # noqa: E40
 from src.model_utils.device_adapter import cap_onednn_isa  # noqa: E402
 from src.models.registry import NETWORKS  # noqa: E402
 
+#: The project's own log lines (which depthwise kernel runs) reach the bench's output through this logger.
+BENCH_LOG = logging.getLogger("bench.train")
 #: Epochs of a data-time measurement: one untimed warm-up (pipeline start-up, first prefetch), two timed.
 DATA_EPOCHS = 3
 
@@ -108,6 +113,7 @@ def build_train_parts(config: Config, train_steps: int) -> TrainParts:
     """Network, loss cell and train step in training mode; the learning-rate schedule covers `train_steps` calls."""
     import mindspore as ms
 
+    from src.models.cpu_depthwise import use_cpu_depthwise_kernels
     from src.models.init_weights import init_network_weights
     from src.models.registry import build_ssd
     from src.models.ssd import freeze_layers
@@ -118,6 +124,7 @@ def build_train_parts(config: Config, train_steps: int) -> TrainParts:
     network = build_ssd(config)
     init_network_weights(network, config.num_classes)
     freeze_layers(network, config.freeze_layer)  # as the trainer does (the demo freezes the stride-8 layers)
+    use_cpu_depthwise_kernels(network, bool(config.use_float16), BENCH_LOG)  # as the trainer does
     if config.use_float16:  # as the trainer does
         network.to_float(ms.float16)
     loss_net = SSDWithLossCell(network, config.gamma, config.alpha)
@@ -239,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.jit_level:
         ms.set_context(jit_config={"jit_level": args.jit_level})
     print(describe_machine(), flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"float16 {args.float16}, graph kernel {args.graph_kernel}, jit_level {args.jit_level or 'default'}")
     print(f"load average (1, 5, 15 min) at start: {load_average()}", flush=True)
     rows = []

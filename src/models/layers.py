@@ -35,6 +35,24 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int = 3, stride: in
                      has_bias=True, bias_init="zeros")
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """SAME depthwise convolution without bias: ``nn.Conv2d`` with ``group=channels``, same parameters.
+
+    ``cpu_kernel`` is None (MindSpore's own kernel) until ``src.models.cpu_depthwise`` sets the
+    project's faster CPU kernel for training; graph mode resolves the branch when it compiles.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+        super().__init__(channels, channels, kernel_size, stride=stride, pad_mode="same", group=channels,
+                         has_bias=False)
+        self.cpu_kernel = None
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        if self.cpu_kernel is None:
+            return self.conv2d(x, self.weight)
+        return self.cpu_kernel(x, self.weight)
+
+
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  groups: int = 1, eps: float = 1e-5, momentum: float = 0.9,
                  conv: Optional[nn.Cell] = None) -> nn.SequentialCell:
@@ -45,9 +63,13 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stri
     passed in replaces the convolution so several levels can share one set of weights while
     keeping their own BatchNorm (the FPN heads' weight-shared towers).
     """
-    if conv is None:
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="same",
-                         group=groups, has_bias=False)
+    if groups not in (1, in_channels) or (groups != 1 and out_channels != in_channels):
+        raise ValueError(f"groups={groups} with {in_channels}->{out_channels} channels: only dense (1) and "
+                         "depthwise (groups == in_channels == out_channels) convolutions are built here")
+    if conv is None and groups != 1:
+        conv = DepthwiseConv2d(in_channels, kernel_size, stride)
+    elif conv is None:
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="same", has_bias=False)
     return nn.SequentialCell([conv, batch_norm(out_channels, eps, momentum), nn.ReLU6()])
 
 
@@ -105,7 +127,7 @@ def last_conv2d(in_channels: int, out_channels: int) -> nn.SequentialCell:
     """Depthwise-separable prediction layer of ``MultiBox``:
     ``[0: dw 3x3 (no bias), 1: BN, 2: ReLU6, 3: 1x1 conv with bias]``."""
     return nn.SequentialCell([
-        nn.Conv2d(in_channels, in_channels, 3, pad_mode="same", group=in_channels, has_bias=False),
+        DepthwiseConv2d(in_channels),
         batch_norm(in_channels),
         nn.ReLU6(),
         conv2d(in_channels, out_channels, kernel_size=1),

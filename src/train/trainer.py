@@ -34,6 +34,7 @@ from src.model_utils.errors import SSDError, UsageError
 from src.model_utils.files import remove_stale_temporaries, temporary_path, write_json_atomic
 from src.model_utils.run_config import RUN_CONFIG_NAME
 from src.model_utils.run_lock import RunLock
+from src.models.cpu_depthwise import use_cpu_depthwise_kernels
 from src.models.init_weights import init_network_weights
 from src.models.registry import build_ssd, inference_network, network_record
 from src.models.ssd import freeze_layers
@@ -208,6 +209,7 @@ class Trainer:
             report = load_backbone_weights(self.network, config.feature_extractor_base_param, config,
                                            search_dirs=(config.load_path,))
             self.log.info(report.summary())
+        use_cpu_depthwise_kernels(self.network, bool(config.use_float16), self.log)
         if config.use_float16:
             self.network.to_float(ms.float16)
         self.loss_net = SSDWithLossCell(self.network, config.gamma, config.alpha)
