@@ -71,7 +71,9 @@ def test_profile_train_step_prints_the_stages_and_the_op_table():
     assert re.search(r"^data pipeline per batch, alone\s+[0-9.]+\s+\d+%", out, flags=re.MULTILINE), out
     ops = re.findall(r"^(\w+)\s+\d+\s+[0-9.]+\s+[0-9.]+%$", out, flags=re.MULTILINE)
     assert len(ops) == 15 and "Conv2D" in ops, out
-    assert re.search(r"^depthwise 3x3\s+33\s", out, flags=re.MULTILINE), out
+    assert re.search(r"^depthwise 3x3\*\s+33\s", out, flags=re.MULTILINE), out  # on the project's kernel
+    assert re.search(r"^\* on the project's CPU kernel \(Custom ops\): its two gradients, [0-9.]+ ms", out,
+                     flags=re.MULTILINE), out
 
 
 @pytest.mark.slow

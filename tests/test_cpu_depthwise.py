@@ -177,3 +177,22 @@ def test_switch_and_white_list(monkeypatch, caplog, tmp_path):
     assert "MS_CUSTOM_AOT_WHITE_LIST" in caplog.records[-1].message and "XDG_CACHE_HOME" in caplog.records[-1].message
     assert use_cpu_depthwise_kernels(network, True, LOG) == 0  # float16 cells: the kernel is float32 only
     assert all(cell.cpu_kernel is None for cell in network.cells())
+
+
+def test_a_failing_compiler_and_an_unknown_switch_value_are_reported(monkeypatch, caplog, tmp_path):
+    compiler = tmp_path / "broken-g++"
+    compiler.write_text("#!/bin/sh\necho 'depthwise3x3_cpu.cc:1:1: error: this compiler is broken' >&2\nexit 3\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    network = _network_with_depthwise()
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert use_cpu_depthwise_kernels(network, False, LOG) == 0
+    message = caplog.records[-1].message
+    assert "exit code 3" in message and "this compiler is broken" in message
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # the failed build leaves no temporary file
+    monkeypatch.delenv("CXX")
+    monkeypatch.setenv(SWITCH_VARIABLE, "maybe")
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert use_cpu_depthwise_kernels(network, False, LOG) == 2
+    assert "'maybe' is neither 0 nor 1" in caplog.records[-2].message

@@ -37,6 +37,8 @@ from src.models.layers import DepthwiseConv2d
 
 #: Set to "0" to keep MindSpore's own depthwise kernels.
 SWITCH_VARIABLE = "SSD_CPU_DEPTHWISE_KERNEL"
+SWITCH_OFF = ("0", "false", "off", "no")
+SWITCH_ON = ("", "1", "true", "on", "yes")
 SOURCE = Path(__file__).with_name("kernels") / "depthwise3x3_cpu.cc"
 LIBRARY_NAME = "depthwise3x3_cpu.so"
 #: For this CPU, but without AVX-512 on x86: its 512-bit loops measured 20-50 % slower on an AMD EPYC Zen 4.
@@ -108,8 +110,10 @@ def build_kernel_library(cache_dir: Path | None = None) -> Path:
         result = subprocess.run([compiler, *COMPILE_FLAGS, "-o", temporary, str(SOURCE)], capture_output=True,
                                 text=True, timeout=COMPILE_TIMEOUT_S, check=False)
         if result.returncode != 0:
-            first_error = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr[:200])
-            raise KernelUnavailable(f"{compiler} could not compile {SOURCE.name}: {first_error.strip()}")
+            lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+            reason = next((line for line in lines if "error" in line), lines[0] if lines else "")
+            raise KernelUnavailable(f"{compiler} could not compile {SOURCE.name} "
+                                    f"(exit code {result.returncode}{': ' + reason if reason else ''})")
         os.replace(temporary, library)
     except subprocess.TimeoutExpired:
         raise KernelUnavailable(f"{compiler} took over {COMPILE_TIMEOUT_S} s on {SOURCE.name}") from None
@@ -166,9 +170,12 @@ def use_cpu_depthwise_kernels(network: nn.Cell, use_float16: bool, log: logging.
     convs = [cell for _, cell in network.cells_and_names() if isinstance(cell, DepthwiseConv2d) and _kernel_fits(cell)]
     if not convs:
         return 0
-    if os.environ.get(SWITCH_VARIABLE, "1") == "0":
-        log.info(f"{SWITCH_VARIABLE}=0: the {len(convs)} depthwise convolutions use MindSpore's kernels")
+    switch = os.environ.get(SWITCH_VARIABLE, "1").strip().lower()
+    if switch in SWITCH_OFF:
+        log.info(f"{SWITCH_VARIABLE}={switch}: the {len(convs)} depthwise convolutions use MindSpore's kernels")
         return 0
+    if switch not in SWITCH_ON:
+        log.warning(f"{SWITCH_VARIABLE}={switch!r} is neither 0 nor 1: the project's depthwise kernel is used")
     started = time.perf_counter()
     try:
         library = build_kernel_library()
