@@ -196,3 +196,10 @@ def test_a_failing_compiler_and_an_unknown_switch_value_are_reported(monkeypatch
     with caplog.at_level(logging.INFO, logger=LOG.name):
         assert use_cpu_depthwise_kernels(network, False, LOG) == 2
     assert "'maybe' is neither 0 nor 1" in caplog.records[-2].message
+
+
+def test_a_damaged_cached_library_is_built_again(tmp_path):
+    library = build_kernel_library(tmp_path)
+    library.write_bytes(b"\x7fELF truncated by a full disk")
+    rebuilt = build_kernel_library(tmp_path)
+    assert rebuilt == library and rebuilt.stat().st_size > 10_000

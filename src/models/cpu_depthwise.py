@@ -19,6 +19,7 @@ keeps MindSpore's kernels on purpose.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -45,6 +46,8 @@ LIBRARY_NAME = "depthwise3x3_cpu.so"
 COMPILE_FLAGS = ("-O3", "-march=native", *(("-mno-avx512f",) if platform.machine() in ("x86_64", "AMD64") else ()),
                  "-std=c++17", "-shared", "-fPIC", "-pthread")
 STRIDES = (1, 2)
+ENTRY_POINTS = tuple(f"Depthwise{part}S{stride}"
+                     for part in ("Forward", "InputGrad", "FilterGrad") for stride in STRIDES)
 COMPILE_TIMEOUT_S = 300
 
 
@@ -98,7 +101,9 @@ def build_kernel_library(cache_dir: Path | None = None) -> Path:
     folder = (cache_dir or kernel_cache_dir()) / _build_key(compiler)
     library = folder / LIBRARY_NAME
     if library.is_file():
-        return library
+        if _loads(library):
+            return library
+        library.unlink(missing_ok=True)  # damaged on disk: built again below
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
@@ -114,6 +119,9 @@ def build_kernel_library(cache_dir: Path | None = None) -> Path:
             reason = next((line for line in lines if "error" in line), lines[0] if lines else "")
             raise KernelUnavailable(f"{compiler} could not compile {SOURCE.name} "
                                     f"(exit code {result.returncode}{': ' + reason if reason else ''})")
+        if not _loads(Path(temporary)):
+            raise KernelUnavailable(f"{compiler} built {SOURCE.name}, but the library does not load or lacks "
+                                    f"its entry points {ENTRY_POINTS}")
         os.replace(temporary, library)
     except subprocess.TimeoutExpired:
         raise KernelUnavailable(f"{compiler} took over {COMPILE_TIMEOUT_S} s on {SOURCE.name}") from None
@@ -121,6 +129,15 @@ def build_kernel_library(cache_dir: Path | None = None) -> Path:
         if os.path.exists(temporary):
             os.remove(temporary)
     return library
+
+
+def _loads(library: Path) -> bool:
+    """Whether the library loads and has every entry point, checked before MindSpore loads it."""
+    try:
+        loaded = ctypes.CDLL(str(library))
+    except OSError:
+        return False
+    return all(hasattr(loaded, name) for name in ENTRY_POINTS)
 
 
 def _check_aot_white_list(library: Path) -> None:
