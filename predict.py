@@ -19,7 +19,8 @@
 --max_boxes        at most this many detections per image (default: the config's max_boxes).
 --classes          comma-separated class names to report, e.g. "person,sports ball" (default: all).
 --draw_threshold   draw only detections scoring above this (default 0.3: the config's min_score keeps
-                   dozens of low-score boxes per image, good for mAP, unreadable in a picture);
+                   dozens of low-score boxes per image, good for mAP, unreadable in a picture); where
+                   boxes of different classes cover one object (IoU >= 0.6) only the best is drawn.
                    detections.json still lists every detection above --score_threshold.
 
 Images are pre-processed and post-processed exactly as eval.py does. Each image is written with

@@ -20,8 +20,8 @@ from PIL import Image
 from src.data.coco_reader import load_coco_quietly
 from src.deploy.drawing import class_colour, draw_detections, label_origin, text_colour
 from src.deploy.predict import (DEFAULT_DRAW_THRESHOLD, Detector, FilePredictor, PredictError, UnreadableImageError,
-                                above, eval_preprocessor, list_input_files, load_detector, output_image_path,
-                                prediction_options, read_image)
+                                above, eval_preprocessor, list_input_files, load_detector, one_label_per_object,
+                                output_image_path, prediction_options, read_image)
 from src.eval.postprocess import Detections
 from src.model_utils.config import load_config
 from tests.conftest import DEMO_CONFIG, EPOCHS, PROJECT_ROOT, STEPS_PER_EPOCH, run_script
@@ -435,3 +435,21 @@ def test_nan_outputs_are_left_out_counted_and_the_rest_detected(demo_root, tmp_p
     detections = json.loads((tmp_path / "out" / "detections.json").read_text(),
                             parse_constant=lambda constant: pytest.fail(f"{constant} in the json"))
     assert [d["category_id"] for d in detections] == [1] and all(np.isfinite(d["bbox"]).all() for d in detections)
+
+
+def test_a_drawing_shows_one_label_per_object():
+    """Per-class NMS leaves a weak "triangle" on a strong "circle" (the demo drew both); the drawing keeps
+    the circle only. Boxes of one class (already NMSed) and boxes of other classes elsewhere stay."""
+    boxes = np.array([[10, 10, 60, 60],     # circle 0.79
+                      [12, 11, 61, 58],     # triangle 0.33 on the same object: dropped
+                      [30, 10, 80, 60],     # circle 0.5, IoU 0.43 with the first: same class, kept
+                      [100, 100, 150, 150],  # square 0.35 elsewhere: kept
+                      [102, 100, 150, 152]], np.float32)  # plus 0.36 on the square: kept (better), square dropped
+    scores = np.array([0.79, 0.33, 0.5, 0.35, 0.36], np.float32)
+    labels = np.array([1, 3, 1, 2, 4])
+    drawn = one_label_per_object(Detections(boxes, scores, labels))
+    assert drawn.scores.tolist() == pytest.approx([0.79, 0.5, 0.36])
+    assert drawn.labels.tolist() == [1, 1, 4]
+    np.testing.assert_array_equal(drawn.boxes_xyxy, boxes[[0, 2, 4]])
+    empty = one_label_per_object(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, int)))
+    assert len(empty.scores) == 0
