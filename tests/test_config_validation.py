@@ -75,6 +75,12 @@ TYPE_ERRORS = [  # key, value as typed, what the message must say
 ]
 
 
+@pytest.mark.parametrize("source", ["child", "full"])
+def test_yaml_null_for_a_string_key_says_how_to_write_none(tmp_path, capsys, source) -> None:
+    message = _rejection(source, tmp_path, capsys, "freeze_layer", "null")
+    assert "freeze_layer: expected a string, got YAML null; for the setting None write None" in message
+
+
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("key, text, expected", TYPE_ERRORS, ids=[case[0] for case in TYPE_ERRORS])
 def test_a_value_of_the_wrong_type_is_refused_everywhere(tmp_path, capsys, source, key, text, expected) -> None:

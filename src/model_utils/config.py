@@ -418,6 +418,9 @@ def _describe(default: Any) -> str:
 
 
 def _type_error(where: str, expected: str, value: Any) -> ConfigError:
+    if value is None and expected == "a string":  # YAML reads null, ~ and an empty value as None
+        return ConfigError(f"{where}: expected a string, got YAML null; for the setting None write None or \"None\" "
+                           "(YAML reads null, ~ and an empty value as no value)")
     return ConfigError(f"{where}: expected {expected}, got {value!r}")
 
 
