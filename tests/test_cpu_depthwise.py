@@ -175,7 +175,9 @@ def test_switch_and_white_list(monkeypatch, caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger=LOG.name):
         assert use_cpu_depthwise_kernels(network, False, LOG) == 0
     assert "MS_CUSTOM_AOT_WHITE_LIST" in caplog.records[-1].message and "XDG_CACHE_HOME" in caplog.records[-1].message
-    assert use_cpu_depthwise_kernels(network, True, LOG) == 0  # float16 cells: the kernel is float32 only
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert use_cpu_depthwise_kernels(network, True, LOG) == 0  # float16 cells: the kernel is float32 only
+    assert "use_float16: the 2 depthwise convolutions use MindSpore's kernels" in caplog.records[-1].message
     assert all(cell.cpu_kernel is None for cell in network.cells())
 
 
@@ -199,7 +201,30 @@ def test_a_failing_compiler_and_an_unknown_switch_value_are_reported(monkeypatch
 
 
 def test_a_damaged_cached_library_is_built_again(tmp_path):
+    """A truncated library makes the loader fault: it is checked in a child process, then built again."""
     library = build_kernel_library(tmp_path)
-    library.write_bytes(b"\x7fELF truncated by a full disk")
-    rebuilt = build_kernel_library(tmp_path)
-    assert rebuilt == library and rebuilt.stat().st_size > 10_000
+    size = library.stat().st_size
+    for damage in (b"\x7fELF truncated by a full disk", library.read_bytes()[:size // 2]):
+        library.write_bytes(damage)
+        rebuilt = build_kernel_library(tmp_path)
+        assert rebuilt == library and rebuilt.stat().st_size == size
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ({"XDG_CACHE_HOME": "{tmp}/a:b"}, "':' in the path"),
+    ({"MS_CUSTOM_AOT_WHITE_LIST": ""}, "MS_CUSTOM_AOT_WHITE_LIST='' is not a folder"),
+    ({"CXX": "{tmp}/not-a-program"}, "cannot run"),
+    ({"CXX": "true g++"}, "does not load"),  # `true` "compiles" nothing: an empty library
+])
+def test_settings_that_mindspore_would_fail_on_fall_back_with_one_line(monkeypatch, caplog, tmp_path, setting,
+                                                                         expected):
+    (tmp_path / "not-a-program").write_bytes(b"\x00\x01 not an executable format")
+    (tmp_path / "not-a-program").chmod(0o755)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    network = _network_with_depthwise()
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert use_cpu_depthwise_kernels(network, False, LOG) == 0
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and expected in record.message, record.message

@@ -5,27 +5,31 @@ layout as im2col + GEMM with one channel per group. The 33 depthwise layers of `
 its multiply-adds but took 45 % of a CPU training step. The kernel, wired in through MindSpore's
 ``aot`` Custom operator with its own gradients, runs them several times faster.
 
-The forward pass sums each output's nine taps in oneDNN's order, so a network's outputs are
-bit-identical with and without the kernel (the tests check it). The gradients sum in another order
-and agree to float32 rounding. Exported models never contain the kernel: export builds its own
-network, and only the trainer and the training benches call :func:`use_cpu_depthwise_kernels`.
+The forward pass sums each output's nine taps in the order of oneDNN's GEMM under
+``ONEDNN_MAX_CPU_ISA=AVX2`` (what train.py sets on CPU), so there a network's outputs are
+bit-identical with and without the kernel (the tests check it); under another oneDNN ISA oneDNN
+itself sums differently (up to about 5e-6 apart). eval.py and predict.py never use the kernel.
+The gradients sum in another order and agree to float32 rounding. Exported models never contain
+the kernel: export builds its own network, and only the trainer and the training benches call
+:func:`use_cpu_depthwise_kernels`.
 
 The library is compiled on first use with the machine's C++ compiler (``$CXX``, else ``g++``) for
-this CPU (``-march=native``, AVX-512 left out). It is cached under ``$XDG_CACHE_HOME/ssd/kernels`` (default
-``~/.cache/ssd/kernels``) in a folder named after the source, the compiler, its flags and the CPU's
+this CPU (``-march=native``, AVX-512 left out). It is cached under ``$XDG_CACHE_HOME/ssd/kernels``
+(default ``~/.cache/ssd/kernels``) in a folder named after the source, the compiler, its flags and the CPU's
 flags, so a home folder shared by different machines holds one build per kind. Without a compiler
 the layers stay on MindSpore's kernels and one warning says so. ``SSD_CPU_DEPTHWISE_KERNEL=0``
 keeps MindSpore's kernels on purpose.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +53,9 @@ STRIDES = (1, 2)
 ENTRY_POINTS = tuple(f"Depthwise{part}S{stride}"
                      for part in ("Forward", "InputGrad", "FilterGrad") for stride in STRIDES)
 COMPILE_TIMEOUT_S = 300
+VERSION_TIMEOUT_S = 30
+LOAD_CHECK_TIMEOUT_S = 60
+STALE_TEMPORARY_S = 600
 
 
 class KernelUnavailable(RuntimeError):
@@ -72,72 +79,109 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _compiler() -> str:
-    compiler = os.environ.get("CXX") or "g++"
-    path = shutil.which(compiler)
+def _compiler() -> list[str]:
+    """The compiler command: ``$CXX`` (which may carry arguments, e.g. ``ccache g++``), else ``g++``."""
+    command = shlex.split(os.environ.get("CXX") or "g++")
+    path = shutil.which(command[0]) if command else None
     if path is None:
-        raise KernelUnavailable(f"no C++ compiler ({compiler!r} not found; install g++, e.g. apt-get install g++, "
-                                "or point $CXX at one)")
-    return path
+        raise KernelUnavailable(f"no C++ compiler ({command[0] if command else '$CXX'!r} not found; install g++, "
+                                "e.g. apt-get install g++, or point $CXX at one)")
+    return [path, *command[1:]]
 
 
-def _build_key(compiler: str) -> str:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``command``'s result; a compiler that cannot run or does not finish is a KernelUnavailable."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise KernelUnavailable(f"{' '.join(command[:2])} did not finish within {timeout:.0f} s") from None
+    except OSError as error:
+        raise KernelUnavailable(f"the compiler {command[0]} cannot run ({error.strerror}); "
+                                "point $CXX at a working C++ compiler") from None
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "")
+
+
+def _build_key(compiler: list[str]) -> str:
+    version = _run([*compiler, "--version"], VERSION_TIMEOUT_S).stdout
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), version.encode(), " ".join(COMPILE_FLAGS).encode(),
+    for part in (SOURCE.read_bytes(), " ".join(compiler).encode(), version.encode(), " ".join(COMPILE_FLAGS).encode(),
                  platform.machine().encode(), _cpu_flags().encode()):
         digest.update(part)
         digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
+def _load_error(library: Path) -> str:
+    """Why the library cannot serve as the kernel ("" when it can): loaded in a child process, so that a
+    damaged file (a truncated one makes the loader fault) cannot take the training process down."""
+    probe = ("import ctypes, sys\nlibrary = ctypes.CDLL(sys.argv[1])\n"
+             "missing = [name for name in sys.argv[2:] if not hasattr(library, name)]\n"
+             "sys.exit('missing entry points: ' + ', '.join(missing) if missing else 0)\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", probe, str(library), *ENTRY_POINTS], capture_output=True,
+                                text=True, timeout=LOAD_CHECK_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the load check failed ({error})"
+    if result.returncode == 0:
+        return ""
+    return _last_error_line(result.stderr) or f"the loader stopped with signal {-result.returncode}"
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary builds left by a killed run (a live build renames its own within seconds)."""
+    for leftover in folder.glob("*.so.tmp"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_TEMPORARY_S:
+                leftover.unlink()
+        except OSError:
+            pass
+
+
 def build_kernel_library(cache_dir: Path | None = None) -> Path:
     """The compiled kernel for this machine, compiled now if the cache has none (about a second).
 
     Several ranks may compile at once: each writes its own temporary file and renames it into place.
-    Raises ``KernelUnavailable`` with the reason and the fix.
+    A cached file that does not load (damaged on disk) is built again. Raises ``KernelUnavailable``
+    with the reason and the fix.
     """
     compiler = _compiler()
     folder = (cache_dir or kernel_cache_dir()) / _build_key(compiler)
     library = folder / LIBRARY_NAME
-    if library.is_file():
-        if _loads(library):
-            return library
-        library.unlink(missing_ok=True)  # damaged on disk: built again below
+    if ":" in str(library.absolute()):
+        raise KernelUnavailable(f"MindSpore cannot load a kernel from {library.parent} (':' in the path separates "
+                                "file and function); set XDG_CACHE_HOME to a folder without ':'")
     try:
+        if library.is_file() and not _load_error(library):
+            return library
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(folder)
         handle, temporary = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
         os.close(handle)
     except OSError as error:
         raise KernelUnavailable(f"cannot write the kernel cache {folder} ({error.strerror}); "
                                 "set XDG_CACHE_HOME to a writable folder") from None
     try:
-        result = subprocess.run([compiler, *COMPILE_FLAGS, "-o", temporary, str(SOURCE)], capture_output=True,
-                                text=True, timeout=COMPILE_TIMEOUT_S, check=False)
+        result = _run([*compiler, *COMPILE_FLAGS, "-o", temporary, str(SOURCE)], COMPILE_TIMEOUT_S)
         if result.returncode != 0:
-            lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-            reason = next((line for line in lines if "error" in line), lines[0] if lines else "")
-            raise KernelUnavailable(f"{compiler} could not compile {SOURCE.name} "
+            reason = _last_error_line(result.stderr)
+            raise KernelUnavailable(f"{' '.join(compiler)} could not compile {SOURCE.name} "
                                     f"(exit code {result.returncode}{': ' + reason if reason else ''})")
-        if not _loads(Path(temporary)):
-            raise KernelUnavailable(f"{compiler} built {SOURCE.name}, but the library does not load or lacks "
-                                    f"its entry points {ENTRY_POINTS}")
+        load_error = _load_error(Path(temporary))
+        if load_error:
+            raise KernelUnavailable(f"{' '.join(compiler)} built {SOURCE.name}, but the library does not load: "
+                                    f"{load_error}")
         os.replace(temporary, library)
-    except subprocess.TimeoutExpired:
-        raise KernelUnavailable(f"{compiler} took over {COMPILE_TIMEOUT_S} s on {SOURCE.name}") from None
+    except OSError as error:
+        raise KernelUnavailable(f"cannot write the kernel cache {library} ({error.strerror}); "
+                                "set XDG_CACHE_HOME to a writable folder") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return library
-
-
-def _loads(library: Path) -> bool:
-    """Whether the library loads and has every entry point, checked before MindSpore loads it."""
-    try:
-        loaded = ctypes.CDLL(str(library))
-    except OSError:
-        return False
-    return all(hasattr(loaded, name) for name in ENTRY_POINTS)
 
 
 def _check_aot_white_list(library: Path) -> None:
@@ -145,6 +189,9 @@ def _check_aot_white_list(library: Path) -> None:
     allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
     if allowed is None:
         return
+    if not allowed.strip() or not os.path.isdir(allowed):
+        raise KernelUnavailable(f"MS_CUSTOM_AOT_WHITE_LIST={allowed!r} is not a folder, so MindSpore loads no "
+                                "custom kernel; unset it or name the folder that holds XDG_CACHE_HOME")
     allowed_path = os.path.realpath(allowed)
     if os.path.commonpath([os.path.realpath(library), allowed_path]) != allowed_path:
         raise KernelUnavailable(f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not cover the kernel cache "
@@ -182,10 +229,14 @@ def use_cpu_depthwise_kernels(network: nn.Cell, use_float16: bool, log: logging.
     Call it before compiling. Only float32 on CPU qualifies (the kernel is float32 C++); elsewhere
     nothing changes. On CPU it logs one line: how many layers use the kernel, or why none does.
     """
-    if ms.get_context("device_target") != "CPU" or use_float16:
+    if ms.get_context("device_target") != "CPU":
         return 0
     convs = [cell for _, cell in network.cells_and_names() if isinstance(cell, DepthwiseConv2d) and _kernel_fits(cell)]
     if not convs:
+        return 0
+    if use_float16:
+        log.info(f"use_float16: the {len(convs)} depthwise convolutions use MindSpore's kernels "
+                 "(the project's CPU kernel is float32)")
         return 0
     switch = os.environ.get(SWITCH_VARIABLE, "1").strip().lower()
     if switch in SWITCH_OFF:

@@ -6,7 +6,8 @@
 // plane at a time, in cache, and vectorize over the output row.
 //
 // Forward sums the nine taps of each output in the same order as the im2col GEMM (kh, then kw, each a
-// fused multiply-add starting from zero), so its outputs are bit-identical to MindSpore's Conv2D.
+// fused multiply-add starting from zero), so its outputs are bit-identical to MindSpore's Conv2D
+// with oneDNN at ONEDNN_MAX_CPU_ISA=AVX2, the cap train.py sets on CPU.
 // The two gradients sum in their own order: equal to oneDNN's up to float32 rounding.
 //
 // Entry points (MindSpore's aot signature): DepthwiseForwardS{1,2}(x, w) -> y,
