@@ -145,6 +145,19 @@ def read_metrics(output: Path) -> list[dict]:
         return [row for row in csv.DictReader(handle) if row["loss"]]
 
 
+def synthetic_train_inputs(num_boxes: int, positives: int, label: int, seed: int) -> list:
+    """A batch of 2 for a train step or loss cell: random 300x300 images and box targets, the first
+    ``positives`` anchors of each image labelled ``label``."""
+    import mindspore as ms
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((2, num_boxes), np.int32)
+    labels[:, :positives] = label
+    return [ms.Tensor(rng.normal(size=(2, 3, 300, 300)).astype(np.float32)),
+            ms.Tensor(rng.normal(0, 0.5, (2, num_boxes, 4)).astype(np.float32)),
+            ms.Tensor(labels), ms.Tensor(np.full((2, 1), positives, np.int32))]
+
+
 def randomise_batch_norm(network, rng: np.random.Generator) -> None:
     """Non-trivial BN statistics and affine parameters: an export must carry them, not the defaults.
 

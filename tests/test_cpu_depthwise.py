@@ -106,15 +106,10 @@ def test_training_gradients_match_mindspore_kernels(graph_mode):
     the same weights: the loss is bit-identical (the forward is), the gradients equal to float32 noise.
     (Whole training runs drift apart after a few steps, as any change of summation order makes them.)"""
     from src.train.loss import SSDWithLossCell
-    from tests.conftest import DEMO_CONFIG
+    from tests.conftest import DEMO_CONFIG, synthetic_train_inputs
 
     config = load_config(DEMO_CONFIG)
-    rng = np.random.default_rng(1)
-    labels = np.zeros((2, config.num_ssd_boxes), np.int32)
-    labels[:, :12] = 2
-    inputs = [ms.Tensor(rng.normal(size=(2, 3, 300, 300)).astype(np.float32)),
-              ms.Tensor(rng.normal(0, 0.5, (2, config.num_ssd_boxes, 4)).astype(np.float32)),
-              ms.Tensor(labels), ms.Tensor(np.full((2, 1), 12, np.int32))]
+    inputs = synthetic_train_inputs(config.num_ssd_boxes, positives=12, label=2, seed=1)
     initial = None
     results = {}
     for with_kernel in (False, True):

@@ -145,7 +145,7 @@ def test_a_train_step_runs_the_network_forward_once(graph_mode):
     from src.models.registry import build_ssd
     from src.train.loss import SSDWithLossCell
     from src.train.step import build_optimizer, build_train_step
-    from tests.conftest import DEMO_CONFIG
+    from tests.conftest import DEMO_CONFIG, synthetic_train_inputs
 
     config = load_config(DEMO_CONFIG)
     network = build_ssd(config)
@@ -153,12 +153,7 @@ def test_a_train_step_runs_the_network_forward_once(graph_mode):
     loss_cell = SSDWithLossCell(network, config.gamma, config.alpha)
     step = build_train_step(loss_cell, build_optimizer(loss_cell, np.zeros(2, np.float32), config), config)
     initial = {p.name: p.asnumpy().copy() for p in network.get_parameters()}
-    rng = np.random.default_rng(0)
-    labels = np.zeros((2, config.num_ssd_boxes), np.int32)
-    labels[:, :10] = 1
-    inputs = [ms.Tensor(rng.normal(size=(2, 3, 300, 300)).astype(np.float32)),
-              ms.Tensor(rng.normal(0, 0.5, (2, config.num_ssd_boxes, 4)).astype(np.float32)),
-              ms.Tensor(labels), ms.Tensor(np.full((2, 1), 10, np.int32))]
+    inputs = synthetic_train_inputs(config.num_ssd_boxes, positives=10, label=1, seed=0)
     step.set_train(True)
     step(*inputs)
     moving = {name: p.asnumpy().copy() for name, p in ((p.name, p) for p in network.get_parameters())
